@@ -1,0 +1,1 @@
+"""Cryptography: ML-DSA signatures, simulated QKD links and key pools, quantum digital signatures."""

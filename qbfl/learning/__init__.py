@@ -1,0 +1,1 @@
+"""Federated learning: data, partitions, MPO models, local training, DP and attacks."""

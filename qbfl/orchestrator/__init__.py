@@ -1,0 +1,1 @@
+"""Launching networks: in-process simulation, local processes and Docker, and the qbfl-orchestrator CLI."""

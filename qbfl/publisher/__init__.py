@@ -1,0 +1,1 @@
+"""The task publisher: task, genesis block and roster, and the qbfl-publisher CLI."""
