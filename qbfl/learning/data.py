@@ -1,0 +1,168 @@
+"""Image datasets: raw IDX files (plain or .gz) decoded, checked and normalised into tensors."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from qbfl.errors import DatasetNotFound, QbflError
+
+DATASETS = ("mnist", "fashion-mnist")
+FETCH_COMMAND = "scripts/fetch-data.sh"  # run by `make setup`
+
+# Where the Debian package dataset-fashion-mnist installs its files (DESIGN.md §3).
+SYSTEM_LOCATIONS: dict[str, tuple[Path, ...]] = {
+    "mnist": (),
+    "fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),),
+}
+
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IMAGE_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
+_LABEL_MAGIC = 0x00000801  # unsigned byte, 1 dimension
+_SIDE = 28
+
+
+class CorruptDataset(QbflError, ValueError):
+    """An IDX file has a wrong header, wrong dimensions or is truncated."""
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """A split of an image dataset, ready for training; treat the tensors as read-only (they are cached)."""
+
+    images: torch.Tensor  # (N, 1, 28, 28) float32, normalised with the training set's mean/std
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, indices: np.ndarray | torch.Tensor) -> ImageDataset:
+        """The samples at `indices`, e.g. one client's partition."""
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        return ImageDataset(images=self.images[idx], labels=self.labels[idx])
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.suffix == ".gz":
+        try:
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        except (OSError, EOFError) as exc:
+            raise CorruptDataset(f"{path}: not a readable gzip file ({exc})") from exc
+    return path.read_bytes()
+
+
+def read_idx(path: Path, *, magic: int, ndim: int) -> np.ndarray:
+    """Decode one IDX file after checking its magic number, dimensions and length."""
+    raw = _read_bytes(path)
+    header_len = 4 + 4 * ndim
+    if len(raw) < header_len:
+        raise CorruptDataset(f"{path}: {len(raw)} bytes, shorter than the IDX header")
+    found = int.from_bytes(raw[:4], "big")
+    if found != magic:
+        raise CorruptDataset(f"{path}: magic 0x{found:08x}, expected 0x{magic:08x}")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = header_len + int(np.prod(dims))
+    if len(raw) != expected:
+        raise CorruptDataset(
+            f"{path}: {len(raw)} bytes but the header (dims {dims}) announces {expected}; "
+            f"the file is truncated or padded — re-run {FETCH_COMMAND}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims)
+
+
+def _candidate_dirs(name: str, data_dir: Path | None) -> list[Path]:
+    # An explicit directory is authoritative: silently reading another copy would hide a mistake.
+    if data_dir is not None:
+        return [Path(data_dir), Path(data_dir) / name]
+    dirs: list[Path] = []
+    env = os.environ.get("QBFL_DATA_DIR")
+    if env:
+        dirs.append(Path(env) / name)
+    dirs.append(Path.home() / ".cache" / "qbfl" / "data" / name)
+    dirs.extend(SYSTEM_LOCATIONS[name])
+    return dirs
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def locate(
+    name: str, split: Literal["train", "test"], data_dir: Path | None = None
+) -> tuple[Path, Path]:
+    """Paths of (images, labels) for a split, searched in the documented order."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    if split not in _FILES:
+        raise ValueError(f"unknown split {split!r}; valid: train, test")
+    image_stem, label_stem = _FILES[split]
+    searched = _candidate_dirs(name, data_dir)
+    for directory in searched:
+        images, labels = _find(directory, image_stem), _find(directory, label_stem)
+        if images is not None and labels is not None:
+            return images, labels
+    raise DatasetNotFound(
+        f"{name} {split} files ({image_stem}[.gz], {label_stem}[.gz]) not found in "
+        f"{', '.join(str(d) for d in searched)}; fetch them with `{FETCH_COMMAND}` (run by `make setup`)"
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _decode(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(images_path, magic=_IMAGE_MAGIC, ndim=3)
+    labels = read_idx(labels_path, magic=_LABEL_MAGIC, ndim=1)
+    if images.shape[1:] != (_SIDE, _SIDE):
+        raise CorruptDataset(f"{images_path}: images are {images.shape[1:]}, expected (28, 28)")
+    if images.shape[0] != labels.shape[0]:
+        raise CorruptDataset(
+            f"{images_path} holds {images.shape[0]} images but {labels_path} {labels.shape[0]} labels"
+        )
+    if labels.size and int(labels.max()) > 9:
+        raise CorruptDataset(f"{labels_path}: label {int(labels.max())} outside 0..9")
+    return images, labels
+
+
+def _train_stats(images: np.ndarray) -> tuple[float, float]:
+    scaled = images.astype(np.float64) / 255.0
+    return float(scaled.mean()), float(scaled.std())
+
+
+@functools.lru_cache(maxsize=8)
+def _load(name: str, split: str, data_dir: Path | None) -> ImageDataset:
+    train_images, _ = _decode(*locate(name, "train", data_dir))
+    mean, std = _train_stats(train_images)
+    images, labels = _decode(*locate(name, split, data_dir))  # type: ignore[arg-type]
+    x = torch.from_numpy(images.astype(np.float32) / np.float32(255.0))
+    x = ((x - mean) / std).unsqueeze(1).contiguous()
+    return ImageDataset(images=x, labels=torch.from_numpy(labels.astype(np.int64)))
+
+
+def load_dataset(
+    name: str, split: Literal["train", "test"], data_dir: Path | None = None
+) -> ImageDataset:
+    """Load a split normalised with the training set's mean/std; decoded once per process.
+
+    Search order: `data_dir` (alone, when given: the directory itself or `data_dir/<name>`),
+    else `$QBFL_DATA_DIR/<name>/`, `~/.cache/qbfl/data/<name>/`, then the system location
+    (`/usr/share/datasets/fashion-mnist/` for fashion-mnist).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    if split not in _FILES:
+        raise ValueError(f"unknown split {split!r}; valid: train, test")
+    resolved = Path(data_dir).resolve() if data_dir is not None else None
+    return _load(name, split, resolved)
