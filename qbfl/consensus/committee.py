@@ -108,14 +108,16 @@ def select_committee(
     h = committee_seed(bytes(last_block_hash), int(view))
     idle = 0
     narrowed = False
+    any_weight = any(table[c] > 0 for c in candidates)
     while len(picked) < size:  # Alg. 1 line 4
-        unpicked = tuple(c for c in candidates if c not in picked)
         # Termination: when the unpicked candidates weigh nothing (while others do), or after
         # MAX_IDLE_DRAWS skipped draws in a row, draw among the unpicked only from here on.
-        zero_mass = all(table[c] <= 0 for c in unpicked) and any(table[c] > 0 for c in candidates)
-        if not narrowed and (zero_mass or idle >= MAX_IDLE_DRAWS):
+        if not narrowed and (
+            idle >= MAX_IDLE_DRAWS
+            or (idle == 0 and any_weight and all(table[c] <= 0 for c in pool if c not in picked))
+        ):
             narrowed = True
-            pool = unpicked
+            pool = tuple(c for c in candidates if c not in picked)
             cumulative = _cumulative(pool, table)
         h = blake3.blake3(h).digest()  # Alg. 1 line 5
         choice = pool[_pick(cumulative, h)]  # lines 6–8
