@@ -1,1 +1,68 @@
-"""The Blake3-chained ledger: canonical encoding, blocks, genesis and the SQLite store."""
+"""The Blake3-chained ledger: canonical encoding, blocks, genesis, verification and the SQLite store."""
+
+from qbfl.ledger.block import (
+    BLOCK_CONTEXT,
+    UPDATE_CONTEXT,
+    VOTE_CONTEXT,
+    Block,
+    CommitteeVote,
+    ConsensusMessage,
+    UpdateSubmission,
+    check_update,
+    make_block,
+)
+from qbfl.ledger.chain import BlockDefect, Chain, InvalidBlock, verify_block, verify_chain
+from qbfl.ledger.encoding import EncodingError
+from qbfl.ledger.genesis import (
+    GENESIS_CONTEXT,
+    DpSettings,
+    GenesisBlock,
+    QbaMode,
+    RosterEntry,
+    TaskName,
+    TaskSpec,
+    make_genesis,
+    verify_genesis,
+)
+from qbfl.ledger.signer import Signer, digest
+from qbfl.ledger.store import (
+    GenesisMismatch,
+    InMemoryLedgerStore,
+    LedgerStore,
+    NotExtendingHead,
+    SqliteLedgerStore,
+)
+
+__all__ = [
+    "BLOCK_CONTEXT",
+    "GENESIS_CONTEXT",
+    "UPDATE_CONTEXT",
+    "VOTE_CONTEXT",
+    "Block",
+    "BlockDefect",
+    "Chain",
+    "CommitteeVote",
+    "ConsensusMessage",
+    "DpSettings",
+    "EncodingError",
+    "GenesisBlock",
+    "GenesisMismatch",
+    "InMemoryLedgerStore",
+    "InvalidBlock",
+    "LedgerStore",
+    "NotExtendingHead",
+    "QbaMode",
+    "RosterEntry",
+    "Signer",
+    "SqliteLedgerStore",
+    "TaskName",
+    "TaskSpec",
+    "UpdateSubmission",
+    "check_update",
+    "digest",
+    "make_block",
+    "make_genesis",
+    "verify_block",
+    "verify_chain",
+    "verify_genesis",
+]

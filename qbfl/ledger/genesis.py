@@ -72,8 +72,9 @@ class TaskSpec(CanonicalRecord):
     """Everything every node must agree on before round 1; part of the genesis hash.
 
     initial_stake defaults to 1: the paper (§4.2) only says stakes start equal, and 1 makes
-    a stake read as "1 + times selected − times penalised". Penalties stop at 0 (see
-    qbfl.consensus.stakes), because Eq. 5 weights must not be negative.
+    a stake read as "1 + times selected − times penalised". A client penalised twice before
+    ever being selected goes below 0; qbfl.consensus.stakes does not floor it (Alg. 3 line 22
+    as written) and select_committee gives stakes ≤ 0 no weight.
     """
 
     task: TaskName
