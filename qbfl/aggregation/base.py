@@ -129,6 +129,9 @@ def canonical_inputs(
     # Canonical order: ascending client id, so every permutation of the rows computes the same.
     order = sorted(range(n), key=ids.__getitem__)
     rows = np.ascontiguousarray(updates[order], dtype=np.float64)
+    # −0.0 + 0.0 = +0.0: one zero, so sorts (whose SIMD variant may differ by CPU) cannot place
+    # two zeros of different sign differently and change a median's sign bit.
+    rows += 0.0
     return RoundInputs(
         rows=rows,
         client_ids=tuple(ids[i] for i in order),

@@ -221,3 +221,13 @@ def test_result_is_frozen() -> None:
     res = AggregationResult(update=np.zeros(2, dtype=np.float32), selected=(1,))
     with pytest.raises(AttributeError):
         res.selected = (2,)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_negative_zero_is_canonicalised(name: str) -> None:
+    # A sort may order −0.0 and +0.0 either way; canonical rows hold only +0.0, so no sign bit.
+    updates = np.array([[-0.0, 1.0]] * 3 + [[0.0, 1.0]] * 2, dtype=np.float32)
+    out = get_aggregator(name).aggregate(
+        updates, client_ids=[4, 0, 3, 1, 2], stakes=np.ones(5), f=1, previous=None
+    )
+    assert not np.signbit(out.update).any()
