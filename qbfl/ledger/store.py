@@ -254,10 +254,15 @@ class SqliteLedgerStore:
                 (top,) = self._db.execute("SELECT MAX(height) FROM blocks").fetchone()
                 if top != self._head.height:
                     raise NotExtendingHead(f"{self._path} changed underneath: head is now {top}")
-                self._db.execute(
-                    "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
-                    (block.height, block_hash, block.prev_hash, block.round, block.view, body),
-                )
+                try:
+                    self._db.execute(
+                        "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
+                        (block.height, block_hash, block.prev_hash, block.round, block.view, body),
+                    )
+                except OverflowError as exc:
+                    raise ValueError(
+                        f"block {block.height}: round/view exceed SQLite's signed 64-bit integers"
+                    ) from exc
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
