@@ -6,8 +6,9 @@ import heapq
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+import blake3
 import numpy as np
 
 from qbfl.consensus.effects import Broadcast, CommitBlock, Effect, Send, SetTimer
@@ -22,8 +23,10 @@ from qbfl.consensus.events import (
 )
 from qbfl.consensus.round import ConsensusNode
 from qbfl.consensus.wire import VoteMessage
+from qbfl.crypto.signing import SigningKey
 from qbfl.errors import ForkDetected, QbflError
 from qbfl.ledger.block import ConsensusMessage
+from qbfl.ledger.genesis import GenesisBlock, RosterEntry, TaskSpec, make_genesis
 
 UpdateSource = Callable[[int, int], bytes | None]  # (node id, round) → local update, None: none
 
@@ -256,3 +259,29 @@ class InMemoryNetwork:
         if update is not None:
             event = LocalUpdateReady(node.round, update)
             self.schedule(node.node_id, event, self.conditions.train_delay_s)
+
+
+def synthetic_genesis(
+    n_nodes: int, param_count: int, *, seed: int, **task_options: object
+) -> tuple[GenesisBlock, dict[int, SigningKey]]:
+    """A signed genesis with `n_nodes` seeded ML-DSA identities and zero initial parameters.
+
+    For tests and simulations that feed synthetic updates; keys derive from (seed, node id).
+    """
+    keys = {
+        i: SigningKey.from_seed(blake3.blake3(f"qbfl-test-key/{seed}/{i}".encode()).digest())
+        for i in range(n_nodes)
+    }
+    publisher = SigningKey.from_seed(blake3.blake3(f"qbfl-test-publisher/{seed}".encode()).digest())
+    options: dict[str, Any] = {
+        "task": "mnist",
+        "model": "synthetic",
+        "rounds": 1,
+        "seed": seed,
+        "lr": 0.05,
+        **task_options,
+    }
+    task = TaskSpec(n_nodes=n_nodes, **options)
+    roster = [RosterEntry(i, keys[i].public_key, f"inmemory:{i}") for i in range(n_nodes)]
+    params = np.zeros(param_count, dtype="<f4").tobytes()
+    return make_genesis(task, params, roster, publisher), keys
