@@ -14,22 +14,27 @@ import numpy as np
 def ordered_sum(x: np.ndarray) -> np.ndarray:
     """Sum a (M, K) float64 array along its last axis by folding halves: (M,).
 
-    Each step adds the second half of the columns onto the first (column j + column h + j); an odd
+    Each step adds the second half of the columns onto the first (column j += column h + j); an odd
     column left over is added onto column 0. The association order depends only on K, so the
     result is bit-for-bit the same on any IEEE-754 machine; the rounding error grows as log2(K).
     """
     if x.ndim != 2:
         raise ValueError(f"ordered_sum expects a 2-D array, got shape {x.shape}")
-    acc = x
+    return _fold_in_place(np.array(x, dtype=np.float64, copy=True))
+
+
+def _fold_in_place(buf: np.ndarray) -> np.ndarray:
+    """``ordered_sum`` on a scratch (M, K) float64 buffer it may overwrite (no allocation per step)."""
+    if buf.shape[1] == 0:
+        return np.zeros(buf.shape[0], dtype=np.float64)
+    acc = buf
     while acc.shape[1] > 1:
         k = acc.shape[1]
         half = k // 2
-        folded = acc[:, :half] + acc[:, half : 2 * half]
         if k % 2:
-            folded[:, 0] += acc[:, 2 * half]
-        acc = folded
-    if acc.shape[1] == 0:
-        return np.zeros(x.shape[0], dtype=np.float64)
+            acc[:, 0] += acc[:, 2 * half]
+        acc[:, :half] += acc[:, half : 2 * half]
+        acc = acc[:, :half]
     return acc[:, 0].copy()
 
 
@@ -44,7 +49,8 @@ def pairwise_squared_distances(rows: np.ndarray) -> np.ndarray:
     out = np.zeros((n, n), dtype=np.float64)
     for i in range(n - 1):
         diff = rows[i + 1 :] - rows[i]
-        dist = ordered_sum(diff * diff)
+        np.multiply(diff, diff, out=diff)
+        dist = _fold_in_place(diff)
         out[i, i + 1 :] = dist
         out[i + 1 :, i] = dist
     return out
@@ -52,7 +58,7 @@ def pairwise_squared_distances(rows: np.ndarray) -> np.ndarray:
 
 def row_dots(rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """Dot product of every row with one vector, with ``ordered_sum``: (N,)."""
-    return ordered_sum(rows * vector)
+    return _fold_in_place(rows * vector)
 
 
 def weighted_mean(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
