@@ -77,7 +77,7 @@ class TaskSpec(CanonicalRecord):
     as written) and select_committee gives stakes ≤ 0 no weight.
     """
 
-    task: TaskName
+    task: TaskName | str  # a plain name is coerced to TaskName
     model: str
     n_nodes: int
     rounds: int
@@ -87,7 +87,7 @@ class TaskSpec(CanonicalRecord):
     committee_size: int = 5  # Nc; f_c = ⌊(Nc − 1)/2⌋
     initial_stake: int = 1
     round_timeout_s: float = 60.0
-    qba_mode: QbaMode = QbaMode.DETECTABLE
+    qba_mode: QbaMode | str = QbaMode.DETECTABLE  # coerced to QbaMode
     dp: DpSettings | None = None
 
     SCHEMA: ClassVar[RecordSchema] = RecordSchema(
