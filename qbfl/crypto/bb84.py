@@ -137,15 +137,23 @@ class QkdSessionResult:
 # --- one session, per endpoint ---------------------------------------------------------------------
 
 
+class QberTooHigh(QkdAborted):
+    """The sampled QBER exceeds the threshold: too much noise, or an eavesdropper."""
+
+    def __init__(self, qber: float, sample_bits: int, threshold: float) -> None:
+        super().__init__(
+            f"QBER {qber:.1%} on {sample_bits} sampled bits exceeds the {threshold:.0%} "
+            "threshold: the link is too noisy or eavesdropped; no key was kept"
+        )
+        self.qber, self.sample_bits, self.threshold = qber, sample_bits, threshold
+
+
 def _estimate_qber(mine: Bits, theirs: Bits, config: BB84Config) -> float:
     if mine.size == 0:
         raise QkdAborted("no sifted bits left to sample: raise n_qubits")
     qber = float(np.count_nonzero(mine != theirs)) / mine.size
     if qber > config.qber_threshold:
-        raise QkdAborted(
-            f"QBER {qber:.1%} on {mine.size} sampled bits exceeds the {config.qber_threshold:.0%} "
-            "threshold: the link is too noisy or eavesdropped; no key was kept"
-        )
+        raise QberTooHigh(qber, mine.size, config.qber_threshold)
     return qber
 
 

@@ -8,7 +8,14 @@ import threading
 import numpy as np
 import pytest
 
-from qbfl.crypto.bb84 import BB84Config, Photons, SimulatedQuantumChannel, measure, run_bb84_pair
+from qbfl.crypto.bb84 import (
+    BB84Config,
+    Photons,
+    QberTooHigh,
+    SimulatedQuantumChannel,
+    measure,
+    run_bb84_pair,
+)
 from qbfl.crypto.qkd import (
     ChannelClosed,
     InMemoryDuplex,
@@ -60,8 +67,9 @@ def test_sessions_are_reproducible_from_the_seed() -> None:
 
 
 def test_intercept_resend_drives_qber_to_a_quarter_and_aborts() -> None:
-    with pytest.raises(QkdAborted, match=r"QBER 2[2-8]\.\d% .* exceeds the 11% threshold"):
+    with pytest.raises(QberTooHigh, match=r"QBER 2[2-8]\.\d% .* exceeds the 11% threshold") as err:
         run_bb84_pair(SMALL, seed=1, channel_error=0.0, eavesdropper=True)
+    assert abs(err.value.qber - 0.25) < 0.03 and err.value.sample_bits > 1000
 
 
 def test_eavesdropper_qber_is_measured_at_25_percent() -> None:
