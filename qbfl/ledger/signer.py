@@ -6,6 +6,8 @@ from typing import Protocol
 
 import blake3
 
+from qbfl.crypto.signing import verify
+
 HASH_LEN = 32
 
 
@@ -22,8 +24,6 @@ def verify_signature(
     public_key: bytes, message: bytes, signature: bytes, *, context: bytes
 ) -> None:
     """Raise qbfl.errors.InvalidSignature unless `signature` signs `message` under `context`."""
-    from qbfl.crypto.signing import verify
-
     verify(public_key, message, signature, context=context)
 
 
