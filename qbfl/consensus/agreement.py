@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Protocol
+
+import numpy as np
+
+from qbfl.consensus.qba import (
+    HonestAdversary,
+    QbaAdversary,
+    QbaMode,
+    QbaParticipant,
+    SignChoice,
+    TamperingRelay,
+    TripleId,
+    TripleKeyDealer,
+)
+from qbfl.crypto.gf2 import PolynomialPool
+from qbfl.crypto.keysupply import PairwiseKeySupply
+from qbfl.crypto.qds import QdsParams
 
 
 class QbaSession(Protocol):
@@ -38,6 +55,118 @@ class QbaSessionFactory(Protocol):
     ) -> QbaSession: ...
 
 
-def equivocating_adversary(*, seed: int) -> object:
-    """The QBA package's equivocating strategy (leader: conflicting values per triple)."""
-    raise NotImplementedError("waiting for qbfl.consensus.qba")
+class _ParticipantSession:
+    """QbaParticipant behind the QbaSession interface; drops messages whose claimed sender is not
+    the transport's authenticated sender."""
+
+    def __init__(self, participant: QbaParticipant) -> None:
+        self._p = participant
+        self.rounds = participant.rounds
+
+    @staticmethod
+    def _out(messages: Sequence[object]) -> list[tuple[int, object]]:
+        return [(m.recipient, m) for m in messages]  # type: ignore[attr-defined]
+
+    def start(self, value: bytes) -> list[tuple[int, object]]:
+        return self._out(self._p.start(value))
+
+    def on_message(self, sender: int, payload: object) -> list[tuple[int, object]]:
+        if getattr(payload, "sender", None) != sender or not hasattr(payload, "triple"):
+            return []
+        return self._out(self._p.on_message(payload))  # type: ignore[arg-type]
+
+    def end_round(self, k: int) -> list[tuple[int, object]]:
+        return self._out(self._p.end_multicast_round(k))
+
+    def output(self) -> bytes | None:
+        return self._p.output()
+
+
+class _RefillingPool:
+    """A node's polynomial pool, refilled in batches when empty (counted as offline preparation)."""
+
+    def __init__(self, rng: random.Random, batch: int = 16) -> None:
+        self._pool = PolynomialPool(rng=rng)
+        self._batch = batch
+        self.n = self._pool.n
+
+    def take(self) -> int:
+        if not len(self._pool):
+            self._pool.prepare(self._batch)
+        return self._pool.take()
+
+
+class QbaSessions:
+    """Builds QBA sessions for every node of one process (simulator, tests).
+
+    One TripleKeyDealer per (round, view) stands in for QKD pre-distribution: the first party to
+    touch a QDS operation draws its keys from the pairwise supply, the others get their shares of
+    that draw. Each node has its own polynomial pool, seeded from (seed, node).
+    """
+
+    def __init__(
+        self, *, mode: QbaMode, keys: PairwiseKeySupply, f: int, seed: int, n_bits: int = 128
+    ) -> None:
+        self.mode = mode
+        self.f = f
+        self._keys = keys
+        self._params = QdsParams(n=n_bits) if n_bits != 128 else QdsParams()
+        self._seed = seed
+        self._dealers: dict[tuple[int, int], TripleKeyDealer] = {}
+        self._pools: dict[int, _RefillingPool] = {}
+
+    def __call__(
+        self,
+        *,
+        node_id: int,
+        committee: Sequence[int],
+        round: int,
+        view: int,
+        adversary: object | None,
+    ) -> QbaSession:
+        dealer = self._dealers.setdefault((round, view), TripleKeyDealer(self._keys, self._params))
+        pool = self._pools.setdefault(
+            node_id, _RefillingPool(random.Random(self._seed * 1_000_003 + node_id))
+        )
+        faulty = (node_id,) if adversary is not None else ()
+        participant = QbaParticipant(
+            me=node_id,
+            committee=committee,
+            f=min(self.f, (len(committee) - 1) // 2),
+            mode=self.mode,
+            dealer=dealer,
+            polys=pool,
+            adversary=adversary,  # type: ignore[arg-type]
+            faulty=faulty,
+        )
+        return _ParticipantSession(participant)
+
+
+def qba_session_factory(
+    *, mode: QbaMode | str, keys: PairwiseKeySupply, f: int, seed: int
+) -> QbaSessions:
+    """The QbaSessionFactory of one process: `mode` from TaskSpec.qba_mode, f = f_c."""
+    # TaskSpec.qba_mode (a StrEnum) and the QBA package's QbaMode share their values
+    return QbaSessions(mode=QbaMode(getattr(mode, "value", mode)), keys=keys, f=f, seed=seed)
+
+
+class _Equivocator(TamperingRelay):
+    """Leader: a conflicting value (the message with its last byte flipped, i.e. another update
+    hash) in about half of its triples; relay (paper mode): forwards and re-signs that value."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(b"")
+        self._rng = np.random.default_rng(seed)
+
+    def sign(self, signer: int, triple: TripleId, honest: bytes | None) -> SignChoice | None:
+        if honest is None:
+            return HonestAdversary.sign(self, signer, triple, honest)
+        self.value = honest[:-1] + bytes([honest[-1] ^ 1])
+        if triple.round == 1 and self._rng.random() < 0.5:
+            return HonestAdversary.sign(self, signer, triple, honest)
+        return SignChoice(self.value)
+
+
+def equivocating_adversary(*, seed: int) -> QbaAdversary:
+    """The equivocate attack's QBA strategy (DESIGN §7: leader or relay sends conflicting values)."""
+    return _Equivocator(seed)
