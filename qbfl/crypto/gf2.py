@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import Protocol
 
 from qbfl.errors import QbflError
 
@@ -245,6 +246,14 @@ def random_irreducible(n: int, rng: random.Random) -> int:
         candidate = top | rng.getrandbits(n) | 1
         if is_irreducible(candidate):
             return candidate
+
+
+class PolynomialSource(Protocol):
+    """Where a QDS signer gets its next irreducible degree-n polynomial p_a."""
+
+    n: int
+
+    def take(self) -> int: ...
 
 
 class PolynomialPool:

@@ -224,11 +224,18 @@ def bob_verify(
     return _check(signature.doc, signature.sig, own.x ^ revealed.x, own.y ^ revealed.y, params)
 
 
+def keys_match(
+    forwarded: QdsForward, own: VerifierKeys, params: QdsParams, *, context: bytes = b""
+) -> bool:
+    """Charlie's first check: do Bob's forwarded key bits match the commitment dealt to Charlie?"""
+    return _commit(context, b"B", forwarded.x, forwarded.y, params.n) == own.partner_commitment
+
+
 def charlie_verify(
     forwarded: QdsForward, own: VerifierKeys, params: QdsParams, *, context: bytes = b""
 ) -> QdsVerdict:
     """Charlie, after Bob announced acceptance: the same check on exactly what Bob forwarded."""
-    if _commit(context, b"B", forwarded.x, forwarded.y, params.n) != own.partner_commitment:
+    if not keys_match(forwarded, own, params, context=context):
         return QdsVerdict.REJECT_KEYS
     return _check(forwarded.doc, forwarded.sig, own.x ^ forwarded.x, own.y ^ forwarded.y, params)
 
@@ -275,6 +282,7 @@ __all__ = [
     "deal_triple_keys",
     "doc_polynomial",
     "forward",
+    "keys_match",
     "lfsr_toeplitz_hash",
     "lfsr_toeplitz_hash_reference",
     "reveal",

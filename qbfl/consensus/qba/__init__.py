@@ -1,0 +1,60 @@
+"""Quantum Byzantine agreement (paper App. A.2) in two modes, `paper` and `detectable`, with an adversary hook."""
+
+from qbfl.consensus.qba.adversary import (
+    EquivocatingLeader,
+    ForwardChoice,
+    HonestAdversary,
+    KeyChoice,
+    QbaAdversary,
+    RandomByzantine,
+    SignChoice,
+    SilentAdversary,
+    TamperingRelay,
+    enumerate_leader_signings,
+    round_one_pairs,
+)
+from qbfl.consensus.qba.dealing import TripleKeyDealer
+from qbfl.consensus.qba.driver import QbaOutcome, run_qba
+from qbfl.consensus.qba.messages import (
+    Accepted,
+    Forwarded,
+    KeysRevealed,
+    QbaMessage,
+    QbaMode,
+    SignedValue,
+    TripleId,
+)
+from qbfl.consensus.qba.participant import QbaParticipant
+from qbfl.consensus.qba.rules import (
+    detectable_qds_operations,
+    majority,
+    paper_qds_operations,
+)
+
+__all__ = [
+    "Accepted",
+    "EquivocatingLeader",
+    "ForwardChoice",
+    "Forwarded",
+    "HonestAdversary",
+    "KeyChoice",
+    "KeysRevealed",
+    "QbaAdversary",
+    "QbaMessage",
+    "QbaMode",
+    "QbaOutcome",
+    "QbaParticipant",
+    "RandomByzantine",
+    "SignChoice",
+    "SignedValue",
+    "SilentAdversary",
+    "TamperingRelay",
+    "TripleId",
+    "TripleKeyDealer",
+    "detectable_qds_operations",
+    "enumerate_leader_signings",
+    "majority",
+    "paper_qds_operations",
+    "round_one_pairs",
+    "run_qba",
+]

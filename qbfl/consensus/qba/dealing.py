@@ -1,0 +1,40 @@
+"""Simulated key pre-distribution for QBA: each QDS operation's keys drawn once, each party given its share."""
+
+from __future__ import annotations
+
+from qbfl.consensus.qba.messages import TripleId
+from qbfl.crypto.keysupply import PairwiseKeySupply
+from qbfl.crypto.qds import QdsParams, TripleKeys, deal_triple_keys
+
+
+class TripleKeyDealer:
+    """Stands in for the QKD pre-distribution that gives Alice, Bob and Charlie correlated keys.
+
+    The first party to touch an operation draws its keys from the pairwise pools; the others get the
+    same draw, so the pools are consumed once per operation, as they would be by both ends of a link.
+    A participant must read only its own share (the signer `alice`, Bob `bob`, Charlie `charlie`),
+    except that colluding faulty members may read each other's.
+    """
+
+    def __init__(self, keys: PairwiseKeySupply, params: QdsParams) -> None:
+        self._keys = keys
+        self.params = params
+        self._dealt: dict[TripleId, TripleKeys] = {}
+
+    def keys_for(self, triple: TripleId) -> TripleKeys:
+        dealt = self._dealt.get(triple)
+        if dealt is None:
+            dealt = deal_triple_keys(
+                self._keys,
+                alice=triple.signer,
+                bob=triple.bob,
+                charlie=triple.charlie,
+                params=self.params,
+                context=triple.context(),
+            )
+            self._dealt[triple] = dealt
+        return dealt
+
+    @property
+    def operations(self) -> int:
+        return len(self._dealt)
