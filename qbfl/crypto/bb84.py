@@ -53,7 +53,7 @@ class SimulatedQuantumChannel:
         if not 0.0 <= error_rate <= 0.5:
             raise ValueError(f"channel error rate must be in [0, 0.5], got {error_rate}")
         self.error_rate, self.eavesdropper, self._rng = error_rate, eavesdropper, rng
-        self._in_flight: queue.Queue[Photons] = queue.Queue()
+        self._in_flight: queue.Queue[Photons | None] = queue.Queue()
 
     def transmit(self, bits: Bits, bases: Bits) -> None:
         photons = Photons(bits, bases)
@@ -66,9 +66,15 @@ class SimulatedQuantumChannel:
 
     def receive(self, timeout_s: float = 30.0) -> Photons:
         try:
-            return self._in_flight.get(timeout=timeout_s)
+            photons = self._in_flight.get(timeout=timeout_s)
         except queue.Empty:
             raise ChannelClosed(f"no qubits arrived within {timeout_s} s") from None
+        if photons is None:
+            raise ChannelClosed("the sender closed the quantum channel")
+        return photons
+
+    def close(self) -> None:
+        self._in_flight.put(None)
 
 
 def measure(photons: Photons, bases: Bits, rng: np.random.Generator) -> Bits:
@@ -266,6 +272,7 @@ def run_bb84_pair(config: BB84Config, *, seed: int | np.random.SeedSequence, cha
         except BaseException as exc:  # recorded and re-raised below, after the peer stops
             outcome[role] = exc
             duplex.close()
+            quantum.close()
 
     bob = threading.Thread(target=side, args=(Role.BOB,), name="bb84-bob", daemon=True)
     bob.start()

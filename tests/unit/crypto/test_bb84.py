@@ -196,3 +196,15 @@ def test_config_is_validated(kwargs: dict[str, float]) -> None:
         BB84Config(**kwargs)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="error rate"):
         SimulatedQuantumChannel(error_rate=0.7, eavesdropper=False, rng=np.random.default_rng(0))
+
+
+def test_a_failing_sender_releases_the_receiver_at_once() -> None:
+    # Alice fails before sending any qubit: Bob must not sit out his 30 s timeout
+    channel = SimulatedQuantumChannel(
+        error_rate=0.0, eavesdropper=False, rng=np.random.default_rng(0)
+    )
+    channel.close()
+    with pytest.raises(ChannelClosed, match="closed the quantum channel"):
+        channel.receive(timeout_s=30.0)
+    with pytest.raises(ChannelClosed, match="no qubits arrived"):
+        channel.receive(timeout_s=0.01)
