@@ -121,7 +121,6 @@ def locate(
     )
 
 
-@functools.lru_cache(maxsize=8)
 def _decode(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(images_path, magic=_IMAGE_MAGIC, ndim=3)
     labels = read_idx(labels_path, magic=_LABEL_MAGIC, ndim=1)
@@ -136,16 +135,17 @@ def _decode(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarra
     return images, labels
 
 
-def _train_stats(images: np.ndarray) -> tuple[float, float]:
+@functools.lru_cache(maxsize=8)
+def _train_stats(train_images_path: Path) -> tuple[float, float]:
+    images = read_idx(train_images_path, magic=_IMAGE_MAGIC, ndim=3)
     scaled = images.astype(np.float64) / 255.0
     return float(scaled.mean()), float(scaled.std())
 
 
 @functools.lru_cache(maxsize=8)
-def _load(name: str, split: str, data_dir: Path | None) -> ImageDataset:
-    train_images, _ = _decode(*locate(name, "train", data_dir))
-    mean, std = _train_stats(train_images)
-    images, labels = _decode(*locate(name, split, data_dir))  # type: ignore[arg-type]
+def _load(train_images_path: Path, images_path: Path, labels_path: Path) -> ImageDataset:
+    mean, std = _train_stats(train_images_path)
+    images, labels = _decode(images_path, labels_path)
     x = torch.from_numpy(images.astype(np.float32) / np.float32(255.0))
     x = ((x - mean) / std).unsqueeze(1).contiguous()
     return ImageDataset(images=x, labels=torch.from_numpy(labels.astype(np.int64)))
@@ -164,5 +164,7 @@ def load_dataset(
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
     if split not in _FILES:
         raise ValueError(f"unknown split {split!r}; valid: train, test")
-    resolved = Path(data_dir).resolve() if data_dir is not None else None
-    return _load(name, split, resolved)
+    # The cache is keyed by the files found, so a changed search path is never served stale data.
+    train_images, _ = locate(name, "train", data_dir)
+    images, labels = locate(name, split, data_dir)
+    return _load(train_images.resolve(), images.resolve(), labels.resolve())

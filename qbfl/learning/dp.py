@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from opacus import PrivacyEngine
+from opacus.accountants.utils import get_noise_multiplier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -25,6 +27,9 @@ class DPConfig:
     target_delta: float = 1e-5
     max_grad_norm: float = 1.0
     total_rounds: int
+    accountant: str = "prv"  # Opacus' default; "rdp" is slightly looser but calibrates faster
+    # Set to skip calibration (seconds per search); ε is then whatever σ gives, see spent_epsilon().
+    noise_multiplier: float | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.target_epsilon) and self.target_epsilon > 0):
@@ -35,6 +40,39 @@ class DPConfig:
             raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
         if self.total_rounds < 1:
             raise ValueError(f"total_rounds must be >= 1, got {self.total_rounds}")
+        if self.noise_multiplier is not None and not (
+            math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0
+        ):
+            raise ValueError(f"noise_multiplier must be positive, got {self.noise_multiplier}")
+        if self.accountant not in ACCOUNTANTS:
+            raise ValueError(
+                f"accountant must be one of {', '.join(ACCOUNTANTS)}, got {self.accountant!r}"
+            )
+
+
+ACCOUNTANTS = ("prv", "rdp")
+
+
+@functools.lru_cache(maxsize=32)
+def noise_multiplier_for(
+    *, target_epsilon: float, target_delta: float, sample_rate: float, steps: int, accountant: str
+) -> float:
+    """σ that spends exactly the budget over `steps` Poisson-sampled steps.
+
+    Cached: calibration is a search costing seconds, and every client of a run with the
+    same data size asks the same question.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target_epsilon,
+                target_delta=target_delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=accountant,
+            )
+        )
 
 
 def _derived_seed(generator: torch.Generator) -> int:
@@ -82,16 +120,24 @@ class DPClientTrainer:
         optimizer = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-        self.engine = PrivacyEngine(accountant="prv", secure_mode=False)
+        # Equivalent to make_private_with_epsilon(epochs=total_rounds·epochs), with the
+        # calibration cached across clients.
+        sample_rate = 1 / len(loader)
+        sigma = dp.noise_multiplier or noise_multiplier_for(
+            target_epsilon=dp.target_epsilon,
+            target_delta=dp.target_delta,
+            sample_rate=sample_rate,
+            steps=dp.total_rounds * cfg.epochs * len(loader),
+            accountant=dp.accountant,
+        )
+        self.engine = PrivacyEngine(accountant=dp.accountant, secure_mode=False)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
-            self.module, self.optimizer, self.loader = self.engine.make_private_with_epsilon(
+            self.module, self.optimizer, self.loader = self.engine.make_private(
                 module=model,
                 optimizer=optimizer,
                 data_loader=loader,
-                target_epsilon=dp.target_epsilon,
-                target_delta=dp.target_delta,
-                epochs=dp.total_rounds * cfg.epochs,
+                noise_multiplier=sigma,
                 max_grad_norm=dp.max_grad_norm,
                 grad_sample_mode="hooks",
                 noise_generator=noise,
@@ -138,7 +184,7 @@ class DPClientTrainer:
                     else:
                         loss = F.cross_entropy(self.module(x), y)
                     if not bool(torch.isfinite(loss)):
-                        raise InvalidUpdate(f"training loss became {float(loss)}")
+                        raise InvalidUpdate(f"training loss became {float(loss.detach())}")
                     loss.backward()
                     self.optimizer.step()
             update = flatten_params(self.model) - w_old

@@ -105,7 +105,7 @@ def train_local(
                 idx = idx.to(device)
                 loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
                 if not bool(torch.isfinite(loss)):
-                    raise InvalidUpdate(f"training loss became {float(loss)}")
+                    raise InvalidUpdate(f"training loss became {float(loss.detach())}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
