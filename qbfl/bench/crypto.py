@@ -31,9 +31,13 @@ def measure_backend(backend: SignatureBackend, *, seconds: float, seed: int) -> 
     signature = key.sign(message, context=b"qbfl")
     public = key.public_key
 
-    keygen, n_keygen = _rate(lambda i: SigningKey.from_seed(seeds[(i + 1) % 4096], backend).public_key, seconds, 3)  # fmt: skip
+    keygen, n_keygen = _rate(
+        lambda i: SigningKey.from_seed(seeds[(i + 1) % 4096], backend).public_key, seconds, 3
+    )
     sign, n_sign = _rate(lambda i: key.sign(message, context=b"qbfl"), seconds, 3)
-    check, n_verify = _rate(lambda i: verify(public, message, signature, context=b"qbfl", backend=backend), seconds, 3)  # fmt: skip
+    check, n_verify = _rate(
+        lambda i: verify(public, message, signature, context=b"qbfl", backend=backend), seconds, 3
+    )
     return {
         "backend": backend.value,
         "keygen_per_s": keygen,
@@ -72,5 +76,5 @@ def command(seconds: float, seed: int, as_json: bool) -> None:
             "keygen_ms",
             "sign_ms",
             "verify_ms",
-        ],  # fmt: skip
+        ],
     )

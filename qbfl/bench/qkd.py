@@ -92,6 +92,6 @@ def command(qubits: int, errors: str, seed: int, as_json: bool) -> None:
             "final_mbit_per_wall_s",
             "final_mbit_per_cpu_s",
             "outcome",
-        ],  # fmt: skip
+        ],
         extra={"config": {k: getattr(config, k) for k in config.__dataclass_fields__}},
     )

@@ -113,7 +113,9 @@ class BB84Config:
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
         if not 8 <= self.verify_tag_bits <= 256 or self.verify_tag_bits % 8:
-            raise ValueError(f"verify_tag_bits must be a multiple of 8 in [8, 256], got {self.verify_tag_bits}")  # fmt: skip
+            raise ValueError(
+                f"verify_tag_bits must be a multiple of 8 in [8, 256], got {self.verify_tag_bits}"
+            )
         if self.key_rate <= 0 or self.timeout_s <= 0:
             raise ValueError("key_rate and timeout_s must be positive")
 
@@ -163,13 +165,28 @@ def _estimate_qber(mine: Bits, theirs: Bits, config: BB84Config) -> float:
     return qber
 
 
-def _finish(role: Role, key: Bits, config: BB84Config, channel: ClassicalChannel, *, sifted: int,
-            sample: int, qber: float, leaked_ec: int, flipped: int | None, pa_seed: bytes) -> QkdSessionResult:  # fmt: skip
+def _finish(
+    role: Role,
+    key: Bits,
+    config: BB84Config,
+    channel: ClassicalChannel,
+    *,
+    sifted: int,
+    sample: int,
+    qber: float,
+    leaked_ec: int,
+    flipped: int | None,
+    pa_seed: bytes,
+) -> QkdSessionResult:
     leaked = leaked_ec + config.verify_tag_bits
     ell, q_upper = final_key_length(
-        n=key.size, sample=sample, qber=qber, leaked=leaked,
-        epsilon_pe=config.epsilon_pe, epsilon_pa=config.epsilon_pa,
-    )  # fmt: skip
+        n=key.size,
+        sample=sample,
+        qber=qber,
+        leaked=leaked,
+        epsilon_pe=config.epsilon_pe,
+        epsilon_pa=config.epsilon_pa,
+    )
     if ell == 0:
         raise QkdAborted(
             f"no secret key left: {key.size} reconciled bits, QBER bound {q_upper:.1%}, "
@@ -177,20 +194,32 @@ def _finish(role: Role, key: Bits, config: BB84Config, channel: ClassicalChannel
         )
     final = toeplitz_hash(key, expand_seed(pa_seed, key.size + ell - 1), ell)
     return QkdSessionResult(
-        role=role, key=pack_bits(final), key_bits=ell, n_qubits=config.n_qubits,
-        sifted_bits=sifted, sample_bits=sample, qber=qber, qber_upper=q_upper,
-        reconciled_bits=key.size, leaked_bits=leaked, corrected_errors=flipped,
+        role=role,
+        key=pack_bits(final),
+        key_bits=ell,
+        n_qubits=config.n_qubits,
+        sifted_bits=sifted,
+        sample_bits=sample,
+        qber=qber,
+        qber_upper=q_upper,
+        reconciled_bits=key.size,
+        leaked_bits=leaked,
+        corrected_errors=flipped,
         simulated_seconds=config.n_qubits / config.key_rate,
         channel_bytes_sent=int(getattr(channel, "bytes_sent", 0)),
-    )  # fmt: skip
+    )
 
 
 def _tag(salt: bytes, key: Bits, nbits: int) -> bytes:
     return blake3.blake3(salt + pack_bits(key)).digest(length=nbits // 8)
 
 
-def run_alice(channel: ClassicalChannel, quantum: SimulatedQuantumChannel, config: BB84Config,
-              rng: np.random.Generator) -> QkdSessionResult:  # fmt: skip
+def run_alice(
+    channel: ClassicalChannel,
+    quantum: SimulatedQuantumChannel,
+    config: BB84Config,
+    rng: np.random.Generator,
+) -> QkdSessionResult:
     """Alice's endpoint: prepare, sift, sample, answer Cascade, check the tag, choose the PA seed."""
     n = config.n_qubits
     bits = rng.integers(0, 2, n, dtype=np.uint8)
@@ -214,12 +243,26 @@ def run_alice(channel: ClassicalChannel, quantum: SimulatedQuantumChannel, confi
         raise QkdAborted("keys differ after Cascade (verification hash mismatch); no key was kept")
     pa_seed = rng.bytes(32)
     channel.send(LinkMessage(LinkStep.PA_SEED, pa_seed))
-    return _finish(Role.ALICE, key, config, channel, sifted=sifted.size, sample=sample.size,
-                   qber=qber, leaked_ec=leaked, flipped=None, pa_seed=pa_seed)  # fmt: skip
+    return _finish(
+        Role.ALICE,
+        key,
+        config,
+        channel,
+        sifted=sifted.size,
+        sample=sample.size,
+        qber=qber,
+        leaked_ec=leaked,
+        flipped=None,
+        pa_seed=pa_seed,
+    )
 
 
-def run_bob(channel: ClassicalChannel, quantum: SimulatedQuantumChannel, config: BB84Config,
-            rng: np.random.Generator) -> QkdSessionResult:  # fmt: skip
+def run_bob(
+    channel: ClassicalChannel,
+    quantum: SimulatedQuantumChannel,
+    config: BB84Config,
+    rng: np.random.Generator,
+) -> QkdSessionResult:
     """Bob's endpoint: measure, sift, sample, run Cascade, check the tag, apply the PA seed."""
     n = config.n_qubits
     bases = rng.integers(0, 2, n, dtype=np.uint8)
@@ -244,12 +287,27 @@ def run_bob(channel: ClassicalChannel, quantum: SimulatedQuantumChannel, config:
     if not agree:
         raise QkdAborted("keys differ after Cascade (verification hash mismatch); no key was kept")
     pa_seed = expect(channel, LinkStep.PA_SEED)
-    return _finish(Role.BOB, key, config, channel, sifted=sifted.size, sample=sample.size,
-                   qber=qber, leaked_ec=leaked, flipped=flipped, pa_seed=pa_seed)  # fmt: skip
+    return _finish(
+        Role.BOB,
+        key,
+        config,
+        channel,
+        sifted=sifted.size,
+        sample=sample.size,
+        qber=qber,
+        leaked_ec=leaked,
+        flipped=flipped,
+        pa_seed=pa_seed,
+    )
 
 
-def run_bb84_pair(config: BB84Config, *, seed: int | np.random.SeedSequence, channel_error: float = 0.01,
-                  eavesdropper: bool = False) -> tuple[QkdSessionResult, QkdSessionResult]:  # fmt: skip
+def run_bb84_pair(
+    config: BB84Config,
+    *,
+    seed: int | np.random.SeedSequence,
+    channel_error: float = 0.01,
+    eavesdropper: bool = False,
+) -> tuple[QkdSessionResult, QkdSessionResult]:
     """Run both endpoints in-process (Bob on a thread) over an InMemoryDuplex; (alice, bob) results.
 
     Alice, Bob and the quantum channel each get their own generator spawned from `seed`.

@@ -103,15 +103,25 @@ class SessionSource(Protocol):
 class BB84SessionSource:
     """In-process BB84 sessions, seeded per (seed, pair, session index) so every run is reproducible."""
 
-    def __init__(self, config: BB84Config, *, seed: int, channel_error: float = 0.01,
-                 eavesdropped: Iterable[Pair] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: BB84Config,
+        *,
+        seed: int,
+        channel_error: float = 0.01,
+        eavesdropped: Iterable[Pair] = (),
+    ) -> None:
         self.config, self.seed, self.channel_error = config, seed, channel_error
         self.eavesdropped = {pair_of(*p) for p in eavesdropped}
 
     def __call__(self, pair: Pair, index: int) -> tuple[QkdSessionResult, QkdSessionResult]:
         seq = np.random.SeedSequence(self.seed, spawn_key=(pair[0], pair[1], index))
-        return run_bb84_pair(self.config, seed=seq, channel_error=self.channel_error,
-                             eavesdropper=pair in self.eavesdropped)  # fmt: skip
+        return run_bb84_pair(
+            self.config,
+            seed=seq,
+            channel_error=self.channel_error,
+            eavesdropper=pair in self.eavesdropped,
+        )
 
 
 class _PairState:
@@ -219,7 +229,9 @@ class PairwiseKeyPools:
                     state.aborted += 1
                 aborts_in_a_row += 1
                 if aborts_in_a_row >= self._max_aborts:
-                    raise QkdAborted(f"pair {pair[0]}–{pair[1]}: {aborts_in_a_row} QKD sessions in a row aborted; last: {exc}") from exc  # fmt: skip
+                    raise QkdAborted(
+                        f"pair {pair[0]}–{pair[1]}: {aborts_in_a_row} QKD sessions in a row aborted; last: {exc}"
+                    ) from exc
                 continue
             aborts_in_a_row = 0
             ran += 1
@@ -240,10 +252,19 @@ class BackgroundRefiller:
     does not stop the thread; the other pairs keep being served.
     """
 
-    def __init__(self, pools: PairwiseKeyPools, *, low_water_bits: int, target_bits: int,
-                 interval_s: float | None = None, clock: Callable[[], float] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        pools: PairwiseKeyPools,
+        *,
+        low_water_bits: int,
+        target_bits: int,
+        interval_s: float | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         if not 0 <= low_water_bits <= target_bits or target_bits <= 0:
-            raise ValueError(f"need 0 <= low_water_bits ({low_water_bits}) <= target_bits ({target_bits}), target > 0")  # fmt: skip
+            raise ValueError(
+                f"need 0 <= low_water_bits ({low_water_bits}) <= target_bits ({target_bits}), target > 0"
+            )
         if interval_s is not None and interval_s <= 0:
             raise ValueError(f"interval_s must be positive or None, got {interval_s}")
         self._pools, self.low_water_bits, self.target_bits = pools, low_water_bits, target_bits

@@ -52,8 +52,12 @@ class ChannelClosed(QkdAborted):
 
 
 class _QueueEndpoint:
-    def __init__(self, outbox: queue.Queue[LinkMessage | None], inbox: queue.Queue[LinkMessage | None],
-                 timeout_s: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        outbox: queue.Queue[LinkMessage | None],
+        inbox: queue.Queue[LinkMessage | None],
+        timeout_s: float,
+    ) -> None:
         self._outbox, self._inbox, self._timeout = outbox, inbox, timeout_s
         self.bytes_sent = 0
 
@@ -238,7 +242,9 @@ def cascade_answer(
         q, lo, hi = _decode_query(message.payload)
         if q >= passes or (hi.size and hi.max() > key.size):
             raise QkdAborted("protocol error: parity query out of range")
-        channel.send(LinkMessage(LinkStep.PARITY_REPLY, pack_bits(_range_parity(prefixes[q], lo, hi))))  # fmt: skip
+        channel.send(
+            LinkMessage(LinkStep.PARITY_REPLY, pack_bits(_range_parity(prefixes[q], lo, hi)))
+        )
         leaked += lo.size
 
 

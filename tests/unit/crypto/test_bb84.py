@@ -43,9 +43,13 @@ def test_honest_link_yields_identical_keys(error: float) -> None:
     assert bob.corrected_errors is not None and alice.corrected_errors is None
     # the key length is the documented formula applied to the session's own numbers
     expected, _ = final_key_length(
-        n=alice.reconciled_bits, sample=alice.sample_bits, qber=alice.qber,
-        leaked=alice.leaked_bits, epsilon_pe=SMALL.epsilon_pe, epsilon_pa=SMALL.epsilon_pa,
-    )  # fmt: skip
+        n=alice.reconciled_bits,
+        sample=alice.sample_bits,
+        qber=alice.qber,
+        leaked=alice.leaked_bits,
+        epsilon_pe=SMALL.epsilon_pe,
+        epsilon_pa=SMALL.epsilon_pa,
+    )
     assert alice.key_bits == expected
     assert alice.simulated_seconds == SMALL.n_qubits / SMALL.key_rate
 
@@ -104,7 +108,9 @@ def test_residual_errors_are_caught_by_the_verification_hash() -> None:
         run_bb84_pair(weak, seed=4, channel_error=0.08)
 
 
-def _run_cascade(x: np.ndarray, y: np.ndarray, qber: float, passes: int) -> tuple[np.ndarray, int, int, int]:  # fmt: skip
+def _run_cascade(
+    x: np.ndarray, y: np.ndarray, qber: float, passes: int
+) -> tuple[np.ndarray, int, int, int]:
     duplex = InMemoryDuplex(timeout_s=5.0)
     answered: list[int] = []
     alice = threading.Thread(
@@ -162,8 +168,15 @@ def test_final_key_length_formula() -> None:
     )
     delta = math.sqrt(math.log(1e10) / 20_000)
     assert q_upper == pytest.approx(0.02 + delta)
-    assert ell == math.floor(100_000 * (1 - binary_entropy(0.02 + delta)) - 15_000 - 2 * math.log2(1e10))  # fmt: skip
-    assert final_key_length(n=1000, sample=10, qber=0.1, leaked=900, epsilon_pe=1e-10, epsilon_pa=1e-10)[0] == 0  # fmt: skip
+    assert ell == math.floor(
+        100_000 * (1 - binary_entropy(0.02 + delta)) - 15_000 - 2 * math.log2(1e10)
+    )
+    assert (
+        final_key_length(
+            n=1000, sample=10, qber=0.1, leaked=900, epsilon_pe=1e-10, epsilon_pa=1e-10
+        )[0]
+        == 0
+    )
 
 
 def test_channel_close_and_protocol_errors_abort() -> None:
@@ -188,9 +201,16 @@ def test_measurement_in_the_wrong_basis_is_a_fair_coin() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"n_qubits": 10}, {"qber_threshold": 0.6}, {"sample_fraction": 0.0}, {"cascade_passes": 0},
-     {"epsilon_pa": 0.0}, {"verify_tag_bits": 12}, {"key_rate": 0.0}],
-)  # fmt: skip
+    [
+        {"n_qubits": 10},
+        {"qber_threshold": 0.6},
+        {"sample_fraction": 0.0},
+        {"cascade_passes": 0},
+        {"epsilon_pa": 0.0},
+        {"verify_tag_bits": 12},
+        {"key_rate": 0.0},
+    ],
+)
 def test_config_is_validated(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         BB84Config(**kwargs)  # type: ignore[arg-type]

@@ -25,23 +25,38 @@ from qbfl.errors import KeyPoolExhausted, QkdAborted
 
 def _result(role: Role, bits: np.ndarray) -> QkdSessionResult:
     return QkdSessionResult(
-        role=role, key=pack_bits(bits), key_bits=bits.size, n_qubits=4 * bits.size,
-        sifted_bits=2 * bits.size, sample_bits=bits.size // 5, qber=0.01, qber_upper=0.02,
-        reconciled_bits=2 * bits.size, leaked_bits=bits.size // 4, corrected_errors=None,
-        simulated_seconds=0.5, channel_bytes_sent=0,
-    )  # fmt: skip
+        role=role,
+        key=pack_bits(bits),
+        key_bits=bits.size,
+        n_qubits=4 * bits.size,
+        sifted_bits=2 * bits.size,
+        sample_bits=bits.size // 5,
+        qber=0.01,
+        qber_upper=0.02,
+        reconciled_bits=2 * bits.size,
+        leaked_bits=bits.size // 4,
+        corrected_errors=None,
+        simulated_seconds=0.5,
+        channel_bytes_sent=0,
+    )
 
 
 class FakeSource:
     """Sessions of `size` seeded random bits; the pairs in `fail` abort; `corrupt` desynchronises."""
 
-    def __init__(self, size: int = 1000, fail: frozenset[tuple[int, int]] = frozenset(),
-                 corrupt: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        size: int = 1000,
+        fail: frozenset[tuple[int, int]] = frozenset(),
+        corrupt: bool = False,
+    ) -> None:
         self.size, self.fail, self.corrupt = size, fail, corrupt
         self.calls: list[tuple[tuple[int, int], int]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, pair: tuple[int, int], index: int) -> tuple[QkdSessionResult, QkdSessionResult]:  # fmt: skip
+    def __call__(
+        self, pair: tuple[int, int], index: int
+    ) -> tuple[QkdSessionResult, QkdSessionResult]:
         with self.lock:
             self.calls.append((pair, index))
         if pair in self.fail:
@@ -61,7 +76,9 @@ def test_key_pool_take_order_exhaustion_and_metering() -> None:
     assert pool.take(10) == bits_to_int(stream[:10])
     assert pool.take(1) == int(stream[10])
     assert (pool.produced_bits, pool.consumed_bits, pool.available_bits) == (300, 11, 289)
-    with pytest.raises(KeyPoolExhausted, match=r"2–5 needs 290 bits but holds 289 \(300 produced, 11 consumed\)"):  # fmt: skip
+    with pytest.raises(
+        KeyPoolExhausted, match=r"2–5 needs 290 bits but holds 289 \(300 produced, 11 consumed\)"
+    ):
         pool.take(290)
     assert pool.available_bits == 289  # a failed take consumes nothing
     assert pool.take(289) == bits_to_int(stream[11:])
@@ -99,7 +116,10 @@ def test_exhaustion_names_the_pair_and_the_numbers() -> None:
     pools = PairwiseKeyPools([0, 1], FakeSource(size=100))
     pools.refill(min_bits=1)
     pools.take(0, 1, 60)
-    with pytest.raises(KeyPoolExhausted, match=r"key pool 0–1 needs 64 bits but holds 40 \(100 produced, 60 consumed\)"):  # fmt: skip
+    with pytest.raises(
+        KeyPoolExhausted,
+        match=r"key pool 0–1 needs 64 bits but holds 40 \(100 produced, 60 consumed\)",
+    ):
         pools.take(1, 0, 64)
 
 
@@ -200,7 +220,9 @@ def test_background_refiller_records_failures_and_keeps_serving() -> None:
 
 
 def test_pools_refilled_by_real_bb84_sessions() -> None:
-    source = BB84SessionSource(BB84Config(n_qubits=20_000, timeout_s=5.0), seed=9, channel_error=0.02)  # fmt: skip
+    source = BB84SessionSource(
+        BB84Config(n_qubits=20_000, timeout_s=5.0), seed=9, channel_error=0.02
+    )
     pools = PairwiseKeyPools([0, 1, 2], source)
     pools.refill((0, 2), min_bits=5_000)
     assert pools.available_bits(0, 2) >= 5_000
@@ -208,7 +230,9 @@ def test_pools_refilled_by_real_bb84_sessions() -> None:
     assert a.produced_bits == pools.endpoint_pool(2, 0).produced_bits
     key = pools.take(2, 0, 256)
     assert 0 < key < 2**256
-    tapped = BB84SessionSource(BB84Config(n_qubits=20_000, timeout_s=5.0), seed=9, eavesdropped=[(1, 0)])  # fmt: skip
+    tapped = BB84SessionSource(
+        BB84Config(n_qubits=20_000, timeout_s=5.0), seed=9, eavesdropped=[(1, 0)]
+    )
     with pytest.raises(QkdAborted, match="exceeds the 11% threshold"):
         PairwiseKeyPools([0, 1], tapped, max_aborts=1).refill(min_bits=1)
 
