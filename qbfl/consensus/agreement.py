@@ -18,7 +18,7 @@ from qbfl.consensus.qba import (
     TripleId,
     TripleKeyDealer,
 )
-from qbfl.crypto.gf2 import PolynomialPool
+from qbfl.crypto.gf2 import CyclicPolynomialSource, PolynomialPool, PolynomialSource
 from qbfl.crypto.keysupply import PairwiseKeySupply
 from qbfl.crypto.qds import QdsParams
 
@@ -105,7 +105,14 @@ class QbaSessions:
     """
 
     def __init__(
-        self, *, mode: QbaMode, keys: PairwiseKeySupply, f: int, seed: int, n_bits: int = 128
+        self,
+        *,
+        mode: QbaMode,
+        keys: PairwiseKeySupply,
+        f: int,
+        seed: int,
+        n_bits: int = 128,
+        reuse_polynomials: Sequence[int] | None = None,
     ) -> None:
         self.mode = mode
         self.f = f
@@ -113,7 +120,10 @@ class QbaSessions:
         self._params = QdsParams(n=n_bits) if n_bits != 128 else QdsParams()
         self._seed = seed
         self._dealers: dict[tuple[int, int], TripleKeyDealer] = {}
-        self._pools: dict[int, _RefillingPool] = {}
+        # Tests may reuse a few prepared polynomials (NOT one-time, not secure): preparing fresh ones
+        # costs milliseconds each and does not change the code path under test.
+        self._reuse = tuple(reuse_polynomials) if reuse_polynomials else None
+        self._pools: dict[int, PolynomialSource] = {}
 
     def __call__(
         self,
@@ -125,9 +135,13 @@ class QbaSessions:
         adversary: object | None,
     ) -> QbaSession:
         dealer = self._dealers.setdefault((round, view), TripleKeyDealer(self._keys, self._params))
-        pool = self._pools.setdefault(
-            node_id, _RefillingPool(random.Random(self._seed * 1_000_003 + node_id))
-        )
+        pool = self._pools.get(node_id)
+        if pool is None:
+            pool = self._pools[node_id] = (
+                CyclicPolynomialSource(self._reuse)
+                if self._reuse
+                else _RefillingPool(random.Random(self._seed * 1_000_003 + node_id))
+            )
         faulty = (node_id,) if adversary is not None else ()
         participant = QbaParticipant(
             me=node_id,
@@ -143,11 +157,22 @@ class QbaSessions:
 
 
 def qba_session_factory(
-    *, mode: QbaMode | str, keys: PairwiseKeySupply, f: int, seed: int
+    *,
+    mode: QbaMode | str,
+    keys: PairwiseKeySupply,
+    f: int,
+    seed: int,
+    reuse_polynomials: Sequence[int] | None = None,
 ) -> QbaSessions:
     """The QbaSessionFactory of one process: `mode` from TaskSpec.qba_mode, f = f_c."""
     # TaskSpec.qba_mode (a StrEnum) and the QBA package's QbaMode share their values
-    return QbaSessions(mode=QbaMode(getattr(mode, "value", mode)), keys=keys, f=f, seed=seed)
+    return QbaSessions(
+        mode=QbaMode(getattr(mode, "value", mode)),
+        keys=keys,
+        f=f,
+        seed=seed,
+        reuse_polynomials=reuse_polynomials,
+    )
 
 
 class _Equivocator(TamperingRelay):
