@@ -79,6 +79,44 @@ def poly_gcd(a: int, b: int) -> int:
     return a
 
 
+def multiples_table(p: int) -> list[int]:
+    """The 256 products q·p for every byte q, built by doubling (eight list comprehensions)."""
+    table = [0, p]
+    for i in range(1, 8):
+        shifted = p << i
+        table += [t ^ shifted for t in table]
+    return table
+
+
+@lru_cache(maxsize=128)
+def quotient_table(top8: int) -> tuple[int, ...]:
+    """For a divisor whose eight leading bits are `top8`: leading byte of the dividend → quotient byte.
+
+    The leading byte of q·p depends only on q and p's leading byte, so one table per leading byte
+    (128 of them: the top bit is 1) serves every divisor.
+    """
+    table = [0] * 256
+    for q in range(256):
+        table[_clmul_small(q, top8) >> 7] = q
+    return tuple(table)
+
+
+def divmod_bytes(a: int, p: int, multiples: list[int]) -> tuple[int, int]:
+    """(a div p, a mod p), eight quotient bits per step; `multiples` = multiples_table(p)."""
+    n = p.bit_length() - 1
+    quotients = quotient_table(p >> (n - 7))
+    s = ((a.bit_length() - n - 1) // 8) * 8
+    q = 0
+    while s >= 0:
+        t = a >> (s + n)
+        if t:
+            qb = quotients[t]
+            a ^= multiples[qb] << s
+            q |= qb << s
+        s -= 8
+    return q, a
+
+
 class Modulus:
     """Arithmetic modulo one fixed p: products of degree < 2n fold back through byte tables.
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import blake3
 
-from qbfl.crypto.gf2 import degree, is_irreducible, poly_mod
+from qbfl.crypto.gf2 import degree, divmod_bytes, is_irreducible, multiples_table
 from qbfl.crypto.keysupply import PairwiseKeySupply
 
 
@@ -146,34 +146,53 @@ def doc_polynomial(doc: bytes) -> int:
 def lfsr_toeplitz_hash(poly: int, key: int, doc: bytes, n: int) -> int:
     """Krawczyk's LFSR-based Toeplitz hash H·Doc (App. A.1), computed without building H.
 
-    Column j of H is the LFSR state s_j (s_0 = key; s_{j+1} = s_j >> 1 with the new top bit
-    parity(s_j & c), p = x^n + c). H·Doc = Σ_j d_j s_j = D(T)·s_0 for the state map T, whose
-    characteristic polynomial is p, so D(T) = (D mod p)(T): reduce the document first, then XOR
-    at most n states instead of stepping the register m times.
+    The register's bit sequence a_0, a_1, ... starts with the key (a_0 is the key's top bit) and
+    continues by a_{t+n} = Σ c_i a_{t+i} (p = x^n + Σ c_i x^i); column j of H is the window
+    W_j = (a_j, ..., a_{j+n−1}), a_j in the top bit, so H is Toeplitz. Three identities make it fast:
+    1. H·Doc = Σ_j d_j W_j = D(T)·W_0 for the window map T, whose characteristic polynomial is p,
+       so D(T) = R(T) with R = D mod p: only the windows W_0..W_{n−1} are needed.
+    2. Those windows are the 2n−1 bits B = (key ≪ (n−1)) | E with E = ⌊(key·p mod x^n)·x^(n−1) / p⌋
+       (the recurrence says B·p vanishes in degrees n..2n−2).
+    3. Σ_i r_i W_i = ((B·R) ≫ (n−1)) mod x^n.
+    Each division runs a byte at a time through one 256-entry table of multiples of p.
     """
-    r = poly_mod(doc_polynomial(doc), poly)
-    c = poly ^ (1 << n)
-    top = n - 1
-    s = key
+    multiples = multiples_table(poly)
+    _, r = divmod_bytes(doc_polynomial(doc), poly, multiples)
+    low = 0
+    shift = 0
+    k = key
+    while k:  # key·p, a byte of the key at a time
+        low ^= multiples[k & 0xFF] << shift
+        k >>= 8
+        shift += 8
+    mask = (1 << n) - 1
+    e, _ = divmod_bytes((low & mask) << (n - 1), poly, multiples)
+    b = (key << (n - 1)) | e
+    nibbles = [0, b]
+    for i in range(1, 4):
+        shifted = b << i
+        nibbles += [t ^ shifted for t in nibbles]
     h = 0
+    shift = 0
     while r:
-        if r & 1:
-            h ^= s
-        r >>= 1
-        s = (s >> 1) | (((s & c).bit_count() & 1) << top)
-    return h
+        h ^= nibbles[r & 15] << shift
+        r >>= 4
+        shift += 4
+    return (h >> (n - 1)) & mask
 
 
 def lfsr_toeplitz_hash_reference(poly: int, key: int, doc: bytes, n: int) -> int:
-    """The definition, step by step: all m+1 columns of H, XORed where the document bit is 1."""
+    """The definition, step by step: all m+1 columns W_j of H, XORed where the document bit is 1."""
     d = doc_polynomial(doc)
     c = poly ^ (1 << n)
-    s = key
+    taps = int(format(c, f"0{n}b")[::-1], 2)  # c_i sits under a_{j+i}, i.e. at bit n−1−i
+    mask = (1 << n) - 1
+    w = key
     h = 0
     for j in range(d.bit_length()):
         if (d >> j) & 1:
-            h ^= s
-        s = (s >> 1) | (((s & c).bit_count() & 1) << (n - 1))
+            h ^= w
+        w = ((w << 1) & mask) | ((w & taps).bit_count() & 1)
     return h
 
 

@@ -82,3 +82,14 @@ def test_pool_is_one_time_metered_and_fails_clearly_when_empty() -> None:
 def test_cyclic_source_reuses_in_order() -> None:
     source = gf2.CyclicPolynomialSource([GCM, GCM ^ (1 << 3) ^ (1 << 9)])
     assert [source.take() for _ in range(3)] == [GCM, GCM ^ (1 << 3) ^ (1 << 9), GCM]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=(1 << 1100) - 1),
+    st.sampled_from([GCM, X64, (1 << 9) | 0b11]),
+)
+def test_byte_division_agrees_with_bitwise(a: int, p: int) -> None:
+    q, r = gf2.divmod_bytes(a, p, gf2.multiples_table(p))
+    assert r == gf2.poly_mod(a, p)
+    assert gf2.clmul(q, p) ^ r == a

@@ -29,7 +29,8 @@ def test_fast_hash_equals_the_matrix_definition(poly: int, key: int, doc: bytes)
 
 
 def test_hash_matrix_is_toeplitz_with_lfsr_columns() -> None:
-    # column j is H·e_j: it must be state j of the register, i.e. a shift of column j-1 plus one new bit
+    # column j is H·e_j: window j of the register sequence, i.e. column j-1 shifted up one bit plus
+    # one new bit at the bottom (a_j is the top bit of window j)
     poly, key = POLYS[0], random.Random(4).getrandbits(128)
     cols = []
     for j in range(20):
@@ -40,7 +41,7 @@ def test_hash_matrix_is_toeplitz_with_lfsr_columns() -> None:
         )
     assert cols[0] == key
     for j in range(1, 20):
-        assert cols[j] & ((1 << 127) - 1) == cols[j - 1] >> 1
+        assert cols[j] >> 1 == cols[j - 1] & ((1 << 127) - 1)
 
 
 def _dealt(seed: int = 0) -> tuple[qds.TripleKeys, SeededKeySupply]:
