@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from qbfl.consensus.committee import Committee
-from qbfl.consensus.stakes import StakeLedger, committee_at_view
-from qbfl.errors import QbflError
-from qbfl.ledger.block import Block, check_update
+from qbfl.consensus.stakes import StakeLedger
+from qbfl.ledger.block import Block
+from qbfl.ledger.chain import BlockDefect, InvalidBlock, verify_block
 from qbfl.ledger.genesis import GenesisBlock
-from qbfl.ledger.signer import digest
-
-
-class InvalidBlock(QbflError):
-    """A block fails verification; the message says which check."""
 
 
 class ChainView:
@@ -54,43 +49,19 @@ class ChainView:
         return self._ledger.committee(view)
 
     def verify(self, block: Block, *, height: int | None = None) -> None:
-        """Raise InvalidBlock (or InvalidSignature/InvalidUpdate) unless `block` is a valid block at
+        """Raise InvalidBlock (qbfl.ledger.chain, with its defect) unless `block` is a valid block at
         `height` (default: the next one) on this chain (DESIGN §5 step 4)."""
         height = self.height + 1 if height is None else height
         if not 1 <= height <= self.height + 1:
-            raise InvalidBlock(f"cannot verify a block at height {height} (head {self.height})")
-        if block.height != height:
-            raise InvalidBlock(f"block height {block.height}, expected {height}")
-        if block.round != height:
-            raise InvalidBlock(f"block round {block.round} != height {height}")
-        prev_hash = self.blocks[height - 2].block_hash if height > 1 else self.genesis.block_hash
-        if block.prev_hash != prev_hash:
-            raise InvalidBlock(f"block {height} does not link to the block before it (prev hash)")
-        base = self._stakes_before[height - 1]
-        committee = committee_at_view(prev_hash, base, size=self._size, view=block.view)
-        if block.committee != committee.members or block.leader != committee.leader:
-            raise InvalidBlock(
-                f"block {height} view {block.view} names committee {block.committee}, "
-                f"recomputed {committee.members}"
-            )
-        if block.update_hash != digest(block.update):
-            raise InvalidBlock(f"block {height}: update hash does not match the update bytes")
-        check_update(block.update, self.genesis.param_count)
-        roster = self.genesis.public_keys
-        if list(block.selected) != sorted(set(block.selected)) or not set(block.selected) <= set(
-            roster
-        ):
-            raise InvalidBlock(f"block {height}: selected ids are not sorted roster members")
-        message = block.consensus_message()
-        signers = [v.member_id for v in block.votes]
-        if len(set(signers)) != len(signers) or not set(signers) <= set(committee.members):
-            raise InvalidBlock(f"block {height}: votes from non-members or duplicated")
-        if 2 * len(signers) <= self._size:
-            raise InvalidBlock(
-                f"block {height}: {len(signers)} votes, Alg. 3 needs more than {self._size}/2"
-            )
-        for vote in block.votes:
-            message.verify_vote(vote, roster[vote.member_id])
+            raise InvalidBlock(BlockDefect.HEIGHT, block.height, f"head is {self.height}")
+        prev = self.blocks[height - 2] if height > 1 else self.genesis
+        verify_block(
+            block,
+            prev=prev,
+            genesis=self.genesis,
+            stakes_before=self._stakes_before[height - 1],
+            expected_param_count=self.genesis.param_count,
+        )
 
     def apply(self, block: Block) -> None:
         """Append a verified next block; stakes follow qbfl.consensus.stakes (Alg. 3 lines 18–22)."""

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from qbfl.consensus.chainview import InvalidBlock
 from qbfl.consensus.events import (
     BlockReceived,
     Event,
@@ -24,6 +23,7 @@ from qbfl.consensus.wire import Proposal, VoteMessage
 from qbfl.crypto.signing import SigningKey
 from qbfl.errors import ForkDetected, InvalidSignature, InvalidUpdate, QbflError, StaleRound
 from qbfl.ledger.block import Block, ConsensusMessage, UpdateSubmission, make_block
+from qbfl.ledger.chain import InvalidBlock
 
 N, P = 7, 8
 
@@ -288,7 +288,7 @@ Mutation = Callable[[World, Block], Block]
         ),  # wrong committee / leader
         (lambda w, b: dataclasses.replace(b, view=1), InvalidBlock),  # view 1 has another committee
         (lambda w, b: dataclasses.replace(b, update=_update(1, 2)), InvalidBlock),  # hash mismatch
-        (lambda w, b: dataclasses.replace(b, selected=(0, 1, 3)), InvalidSignature),  # not signed
+        (lambda w, b: dataclasses.replace(b, selected=(0, 1, 3)), InvalidBlock),  # not signed
         (
             lambda w, b: dataclasses.replace(
                 b,
@@ -296,8 +296,8 @@ Mutation = Callable[[World, Block], Block]
                     dataclasses.replace(v, signature=b.votes[0].signature) for v in b.votes
                 ),
             ),
-            InvalidSignature,
-        ),  # forged votes
+            InvalidBlock,
+        ),  # forged votes: defect VOTE_SIGNATURE
     ],
     ids=["too-few-votes", "prev-hash", "committee", "view", "update-hash", "selected", "forged"],
 )
