@@ -151,6 +151,7 @@ def accuracy_rows(steps: list[int], fedavg_rounds: int, seed: int) -> list[dict[
                 )
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
+            click.echo(f"  {task} {variant}: {row}", err=True)  # progress: a run takes minutes
     return rows
 
 
