@@ -1,0 +1,297 @@
+"""In-process simulation of a QBFL task: all clients vectorised, Alg. 2 aggregation and stakes (Sections 4.2–4.4, 5)."""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qbfl.aggregation.registry import AGGREGATORS, get_aggregator
+from qbfl.learning.attacks import ATTACKS, get_attack
+from qbfl.learning.data import DATASETS, ImageDataset, load_dataset
+from qbfl.learning.models import MODELS, TASK_MODEL, build_model, flatten_params, load_flat_
+from qbfl.learning.partition import client_indices
+from qbfl.learning.training import TASK_TRAIN_CONFIG, select_device
+from qbfl.learning.vectorized import VectorDPConfig, VectorizedClients
+
+# Section 5.2: 200 communication rounds for MNIST, 300 for Fashion-MNIST.
+TASK_ROUNDS = {"mnist": 200, "fashion-mnist": 300}
+# Table 3 reports the mean test accuracy of the last 20 rounds.
+LAST_ROUNDS = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulationConfig:
+    """One simulated run; every field is validated here so a bad flag fails before any training."""
+
+    task: str = "mnist"
+    nodes: int = 50
+    malicious: int = 0
+    attack: str = "labelflip"
+    aggregator: str = "qbfl"
+    rounds: int | None = None  # None: the paper's count for the task (TASK_ROUNDS)
+    dp: bool = False
+    seed: int = 0
+    f: int | None = None  # None: ⌊0.4·N⌋ (DESIGN.md §5 step 3)
+    device: str = "cpu"
+    model: str | None = None  # None: the task's MPO model (TASK_MODEL)
+    samples_per_client: int | None = None  # a prefix of each client's partition, for quick runs
+    test_samples: int | None = None  # a prefix of the 10 000 test images, for quick runs
+    chunk_size: int | None = None  # clients per vectorised chunk; None: 10 (2 with DP)
+    dp_epsilon: float = 4.0  # Section 5.2: (ε = 4, δ = 1e-5)
+    dp_delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    data_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in DATASETS:
+            raise ValueError(f"unknown task {self.task!r}; valid: {', '.join(DATASETS)}")
+        if self.nodes < 1:
+            raise ValueError(f"nodes must be >= 1, got {self.nodes}")
+        if not 0 <= self.malicious <= self.nodes:
+            raise ValueError(f"malicious must be in [0, nodes={self.nodes}], got {self.malicious}")
+        if self.attack not in ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r}; valid: {', '.join(sorted(ATTACKS))}")
+        if self.aggregator not in AGGREGATORS:
+            raise ValueError(
+                f"unknown aggregator {self.aggregator!r}; valid: {', '.join(sorted(AGGREGATORS))}"
+            )
+        if self.rounds is not None and self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        if self.f is not None and not 0 <= self.f < self.nodes:
+            raise ValueError(f"f must be in [0, nodes={self.nodes}), got {self.f}")
+        if self.model is not None and self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(sorted(MODELS))}")
+        for name in ("samples_per_client", "test_samples", "chunk_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if not (math.isfinite(self.dp_epsilon) and self.dp_epsilon > 0):
+            raise ValueError(f"dp_epsilon must be positive, got {self.dp_epsilon}")
+        if not 0 < self.dp_delta < 1:
+            raise ValueError(f"dp_delta must be in (0, 1), got {self.dp_delta}")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
+        if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
+            raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:N")
+
+    @property
+    def total_rounds(self) -> int:
+        return self.rounds if self.rounds is not None else TASK_ROUNDS[self.task]
+
+    @property
+    def fault_tolerance(self) -> int:
+        return self.f if self.f is not None else math.floor(0.4 * self.nodes)
+
+    @property
+    def model_name(self) -> str:
+        return self.model if self.model is not None else TASK_MODEL[self.task]
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["data_dir"] = None if self.data_dir is None else str(self.data_dir)
+        doc.update(rounds=self.total_rounds, f=self.fault_tolerance, model=self.model_name)
+        return doc
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What one round produced: global test accuracy and loss, who was aggregated, stakes, ε."""
+
+    round: int
+    accuracy: float
+    loss: float
+    seconds: float
+    selected: tuple[int, ...]
+    honest_stake: float  # mean stake of honest clients after this round
+    malicious_stake: float  # mean stake of malicious clients (nan when there are none)
+    malicious_selected: float  # fraction of the selected clients that are malicious
+    epsilon: float  # ε spent by one client so far (0 without DP)
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    config: SimulationConfig
+    malicious_ids: tuple[int, ...]
+    records: tuple[RoundRecord, ...]
+    noise_multiplier: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.records[-1].accuracy
+
+    def mean_last(self, k: int = LAST_ROUNDS) -> float:
+        """Mean test accuracy of the last k rounds (Table 3's measure)."""
+        tail = self.records[-k:]
+        return float(np.mean([r.accuracy for r in tail]))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_json(),
+            "malicious_ids": list(self.malicious_ids),
+            "rounds": len(self.records),
+            "final_accuracy": self.final_accuracy,
+            f"mean_last_{LAST_ROUNDS}": self.mean_last(),
+            "final_epsilon": self.records[-1].epsilon,
+            "noise_multiplier": self.noise_multiplier,
+            "mean_round_seconds": float(np.mean([r.seconds for r in self.records])),
+            **self.extra,
+        }
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to reuse freed heap memory instead of unmapping it (no-op elsewhere).
+
+    Each vectorised step allocates several 8 MB temporaries; by default glibc maps and
+    unmaps them, and the page faults made a step 1.6–2x slower on the 2-core VM
+    (docs/bench-simulator.md). The simulator owns its process, so it may set this.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's maximum
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_top_pad, 64 * 1024 * 1024)
+
+
+def derive_seed(seed: int, *words: int) -> int:
+    """An independent 63-bit seed for (seed, *words): one stream per client and purpose."""
+    state = np.random.SeedSequence([seed, *words]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) % (2**63)
+
+
+def malicious_ids(config: SimulationConfig) -> tuple[int, ...]:
+    """A seeded choice of which clients are malicious."""
+    rng = np.random.default_rng([config.seed, 0x6D616C])
+    chosen = rng.choice(config.nodes, size=config.malicious, replace=False)
+    return tuple(sorted(int(i) for i in chosen))
+
+
+def client_data(config: SimulationConfig, train: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, samples, 1, 28, 28) images and (N, samples) labels of the non-IID partition (DESIGN.md §3)."""
+    labels_np = train.labels.numpy()
+    rows = [
+        client_indices(labels_np, i, n_clients=config.nodes, seed=config.seed)
+        for i in range(config.nodes)
+    ]
+    count = min(len(r) for r in rows)
+    if config.samples_per_client is not None:
+        count = min(count, config.samples_per_client)
+    # An evenly spaced subset: a prefix would be one label (the first shard is taken whole).
+    picks = [r[np.linspace(0, len(r) - 1, count).round().astype(np.int64)] for r in rows]
+    index = torch.from_numpy(np.stack(picks))
+    return train.images[index], train.labels[index]
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, test: ImageDataset, device: torch.device, batch: int = 2500
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of the global model on the test images."""
+    model.eval()
+    correct, loss = 0, 0.0
+    for lo in range(0, len(test), batch):
+        x = test.images[lo : lo + batch].to(device)
+        y = test.labels[lo : lo + batch].to(device)
+        logits = model(x)
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == y).sum())
+    model.train()
+    n = max(len(test), 1)
+    return correct / n, loss / n
+
+
+def run_simulation(
+    config: SimulationConfig,
+    *,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> SimulationResult:
+    """Run `config.total_rounds` rounds: train every client, aggregate, update stakes, evaluate."""
+    keep_freed_memory()
+    torch.set_num_threads(1)  # the machines are shared; more threads collapse (dependencies.md)
+    device = select_device(config.device)
+    train = load_dataset(config.task, "train", config.data_dir)
+    test = load_dataset(config.task, "test", config.data_dir)
+    if config.test_samples is not None:
+        test = ImageDataset(test.images[: config.test_samples], test.labels[: config.test_samples])
+    images, labels = client_data(config, train)
+    bad = malicious_ids(config)
+    attack = get_attack(config.attack)
+    model = build_model(config.model_name, seed=config.seed)
+    dp = (
+        VectorDPConfig(
+            target_epsilon=config.dp_epsilon,
+            target_delta=config.dp_delta,
+            max_grad_norm=config.max_grad_norm,
+            total_rounds=config.total_rounds,
+        )
+        if config.dp
+        else None
+    )
+    clients = VectorizedClients(
+        model,
+        images,
+        labels,
+        TASK_TRAIN_CONFIG[config.task],
+        seeds=[derive_seed(config.seed, 1, i) for i in range(config.nodes)],
+        attacks={i: attack for i in bad},
+        device=device,
+        chunk_size=config.chunk_size or (2 if config.dp else 10),
+        dp=dp,
+        dp_seed=derive_seed(config.seed, 2),
+    )
+    aggregator = get_aggregator(config.aggregator)
+    f = config.fault_tolerance
+    ids = list(range(config.nodes))
+    is_bad = np.zeros(config.nodes, dtype=bool)
+    is_bad[list(bad)] = True
+    # Section 4.2: stakes start equal; a client whose update is aggregated gains 1 per round.
+    stakes = np.ones(config.nodes, dtype=np.float64)
+    weights = flatten_params(model)
+    previous: np.ndarray | None = None
+    eval_model = build_model(config.model_name, seed=config.seed).to(device)
+    records: list[RoundRecord] = []
+    for rnd in range(config.total_rounds):
+        start = clock()
+        updates = clients.train_round(weights, round=rnd).numpy()
+        result = aggregator.aggregate(
+            updates, client_ids=ids, stakes=stakes.copy(), f=f, previous=previous
+        )
+        weights = weights + torch.from_numpy(result.update)
+        previous = result.update
+        selected = list(result.selected)
+        stakes[selected] += 1.0
+        load_flat_(eval_model, weights.to(device))
+        accuracy, loss = evaluate(eval_model, test, device)
+        n_bad_selected = int(is_bad[selected].sum()) if selected else 0
+        record = RoundRecord(
+            round=rnd + 1,
+            accuracy=accuracy,
+            loss=loss,
+            seconds=clock() - start,
+            selected=tuple(int(i) for i in selected),
+            honest_stake=float(stakes[~is_bad].mean()) if (~is_bad).any() else math.nan,
+            malicious_stake=float(stakes[is_bad].mean()) if is_bad.any() else math.nan,
+            malicious_selected=n_bad_selected / len(selected) if selected else 0.0,
+            epsilon=clients.spent_epsilon(),
+        )
+        records.append(record)
+        if on_round is not None:
+            on_round(record)
+    sigma = clients.accountant.noise_multiplier if clients.accountant is not None else None
+    return SimulationResult(
+        config=config, malicious_ids=bad, records=tuple(records), noise_multiplier=sigma
+    )
