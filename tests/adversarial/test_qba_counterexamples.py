@@ -16,6 +16,7 @@ from qbfl.consensus.qba import (
     paper_qds_operations,
     run_qba,
 )
+from qbfl.consensus.qba.search import RecordingAdversary, ScriptedAdversary
 from qbfl.crypto.keysupply import SeededKeySupply
 
 # DESIGN §6, N = 4, f = 1: the leader signs 1 in (0; 2→3), (0; 3→1), (0; 3→2), 0 in the other three
@@ -198,3 +199,27 @@ def test_paper_mode_needs_room_for_relays() -> None:
             keys=SeededKeySupply(0),
             polys=search_polys(),
         )
+
+
+def test_batched_and_unbatched_checks_agree_at_full_size() -> None:
+    """Paper mode N = 7 signs 510 times: batches exceed BATCH_MIN, so the vectorised path runs.
+
+    A random adversary is consulted in a different order when checks are batched, so its recorded
+    deviations are replayed (order-independent) for the comparison.
+    """
+    recorder = RecordingAdversary(RandomByzantine(11, p=0.3))
+    kwargs = dict(
+        mode=QbaMode.PAPER,
+        committee=list(range(7)),
+        leader_value=bytes(range(63)),
+        f=3,
+        polys=full_polys(),
+        faulty=[2, 5],
+    )
+    batched = run_qba(keys=SeededKeySupply(5), adversary=recorder, batch=True, **kwargs)  # type: ignore[arg-type]
+    replay = ScriptedAdversary(recorder.decisions)
+    unbatched = run_qba(keys=SeededKeySupply(5), adversary=replay, batch=False, **kwargs)  # type: ignore[arg-type]
+    assert batched.outputs == unbatched.outputs
+    assert batched.qds_operations == unbatched.qds_operations
+    assert sorted(batched.deviations) == sorted(unbatched.deviations)
+    assert len(recorder.decisions) > 50

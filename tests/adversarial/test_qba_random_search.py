@@ -20,6 +20,7 @@ from qbfl.consensus.qba import (
 )
 from qbfl.consensus.qba.search import (
     RecordingAdversary,
+    ScriptedAdversary,
     Trial,
     describe,
     run_trial,
@@ -95,6 +96,21 @@ def test_recorded_trials_replay_exactly() -> None:
         replayed = run_trial(trial, polys=search_polys(), params=SEARCH_PARAMS)
         assert replayed.outputs == outcome.outputs
         assert replayed.deviations == outcome.deviations
+        # checking signatures one by one or in batches changes nothing but speed
+        unbatched = run_qba(
+            mode=trial.mode,
+            committee=trial.committee,
+            leader_value=trial.leader_value,
+            f=trial.f,
+            keys=SeededKeySupply(trial.key_seed),
+            polys=search_polys(),
+            adversary=ScriptedAdversary(trial.script),
+            faulty=trial.faulty,
+            params=SEARCH_PARAMS,
+            batch=False,
+        )
+        assert unbatched.outputs == outcome.outputs
+        assert unbatched.excluded == outcome.excluded
 
 
 def test_random_search_finds_no_violation_in_detectable_mode() -> None:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import lru_cache
+
+
+@lru_cache(maxsize=65536)
+def _context(path: tuple[int, ...], bob: int, charlie: int) -> bytes:
+    # each operation's context is needed by four checks; build the bytes once
+    return ("qba/" + ".".join(map(str, path)) + f"/{bob}/{charlie}").encode()
 
 
 class QbaMode(enum.Enum):
@@ -32,7 +39,7 @@ class TripleId:
 
     def context(self) -> bytes:
         """Canonical bytes naming the operation (binds key commitments to it)."""
-        return ("qba/" + ".".join(map(str, self.path)) + f"/{self.bob}/{self.charlie}").encode()
+        return _context(self.path, self.bob, self.charlie)
 
     def __str__(self) -> str:
         return f"({'→'.join(map(str, self.path))}; Bob {self.bob}, Charlie {self.charlie})"

@@ -52,6 +52,7 @@ class QbaParticipant:
         polys: PolynomialSource,
         adversary: QbaAdversary | None = None,
         faulty: Collection[int] = (),
+        batch: bool = False,
     ) -> None:
         validate_setup(committee, f, mode)
         if me not in committee:
@@ -79,6 +80,10 @@ class QbaParticipant:
         self.excluded: set[int] = set()  # members proven faulty (wrong or withheld key bits)
         self.signed = 0  # QDS operations this member started as signer
         self.deviations: list[str] = []
+        # batch: signature checks wait for flush() and run vectorised (same results, fewer passes)
+        self._batch = batch
+        self._bob_queue: list[tuple[TripleId, bytes, int, int, int]] = []
+        self._charlie_queue: list[tuple[TripleId, bytes, int, int, int]] = []
 
     # ------------------------------------------------------------------ sending
     def start(self, value: bytes) -> list[QbaMessage]:
@@ -86,11 +91,14 @@ class QbaParticipant:
         if self.me != self.leader:
             raise ValueError("only the leader starts a QBA instance")
         self._value = value
-        return self._sign_for((self.me,), value)
+        return self._emit(self._plan((self.me,), value))
 
-    def _sign_for(self, path: tuple[int, ...], honest: bytes | None) -> list[QbaMessage]:
+    def _plan(
+        self, path: tuple[int, ...], honest: bytes | None
+    ) -> list[tuple[TripleId, bytes, bool]]:
+        """(operation, value, valid) for every triple this member signs along `path`."""
         others = [k for k in self.committee if k not in path]
-        out: list[QbaMessage] = []
+        todo: list[tuple[TripleId, bytes, bool]] = []
         for bob, charlie in itertools.permutations(others, 2):
             triple = TripleId(path, bob, charlie)
             valid = True
@@ -103,9 +111,26 @@ class QbaParticipant:
                     self.deviations.append(f"{triple}: signer sends {value!r} valid={valid}")
             if value is None:
                 continue
-            sig = self._signature(triple, value, valid)
+            todo.append((triple, value, valid))
+        return todo
+
+    def _emit(self, todo: list[tuple[TripleId, bytes, bool]]) -> list[QbaMessage]:
+        out: list[QbaMessage] = []
+        if self._batch:
+            signatures = qds.sign_many(
+                [v for _, v, _ in todo],
+                [self._dealer.keys_for(t).alice for t, _, _ in todo],
+                [self._polys.take() for _ in todo],
+                self._params,
+            )
+            sigs = [
+                s.sig if ok else s.sig ^ 1 for s, (_, _, ok) in zip(signatures, todo, strict=True)
+            ]
+        else:
+            sigs = [self._signature(t, v, ok) for t, v, ok in todo]
+        for (triple, value, _), sig in zip(todo, sigs, strict=True):
             self.signed += 1
-            out.append(SignedValue(triple, self.me, bob, value, sig))
+            out.append(SignedValue(triple, self.me, triple.bob, value, sig))
         return out
 
     def _signature(self, triple: TripleId, value: bytes, valid: bool) -> int:
@@ -181,16 +206,20 @@ class QbaParticipant:
         if pending is None:
             return []
         doc, sig = pending
+        own = self._dealer.keys_for(t).bob
+        revealed = qds.QdsKeyReveal(msg.x, msg.y)
+        if not qds.revealed_keys_match(revealed, own, self._params, context=t.context()):
+            self.excluded.add(msg.sender)  # Charlie's key bits contradict the dealt commitment
+            return self._after_bob_check(t, doc, verified=False)
+        if self._batch:
+            self._bob_queue.append((t, doc, sig, own.x ^ msg.x, own.y ^ msg.y))
+            return []
         verdict = qds.bob_verify(
-            qds.QdsSignature(doc, sig),
-            self._dealer.keys_for(t).bob,
-            qds.QdsKeyReveal(msg.x, msg.y),
-            self._params,
-            context=t.context(),
+            qds.QdsSignature(doc, sig), own, revealed, self._params, context=t.context()
         )
-        if verdict is qds.QdsVerdict.REJECT_KEYS:
-            self.excluded.add(msg.sender)
-        verified = verdict is qds.QdsVerdict.ACCEPT
+        return self._after_bob_check(t, doc, verified=verdict is qds.QdsVerdict.ACCEPT)
+
+    def _after_bob_check(self, t: TripleId, doc: bytes, *, verified: bool) -> list[QbaMessage]:
         if verified:
             self._record(t, doc)
         announce = verified
@@ -205,14 +234,30 @@ class QbaParticipant:
         fwd = self._charlie_pending.pop(t, None)
         if fwd is None:
             return
+        own = self._dealer.keys_for(t).charlie
+        if self._batch:
+            # the forwarded key bits already matched the commitment when the forward arrived
+            self._charlie_queue.append((t, fwd.doc, fwd.sig, own.x ^ fwd.x, own.y ^ fwd.y))
+            return
         verdict = qds.charlie_verify(
-            qds.QdsForward(fwd.doc, fwd.sig, fwd.x, fwd.y),
-            self._dealer.keys_for(t).charlie,
-            self._params,
-            context=t.context(),
+            qds.QdsForward(fwd.doc, fwd.sig, fwd.x, fwd.y), own, self._params, context=t.context()
         )
         if verdict is qds.QdsVerdict.ACCEPT:
             self._record(t, fwd.doc)
+
+    def flush(self) -> list[QbaMessage]:
+        """Batch mode: run the queued signature checks together; returns Bob's announcements."""
+        out: list[QbaMessage] = []
+        bobs, self._bob_queue = self._bob_queue, []
+        verdicts = qds.check_many([item[1:] for item in bobs], self._params)
+        for (t, doc, *_), verdict in zip(bobs, verdicts, strict=True):
+            out += self._after_bob_check(t, doc, verified=verdict is qds.QdsVerdict.ACCEPT)
+        charlies, self._charlie_queue = self._charlie_queue, []
+        verdicts = qds.check_many([item[1:] for item in charlies], self._params)
+        for (t, doc, *_), verdict in zip(charlies, verdicts, strict=True):
+            if verdict is qds.QdsVerdict.ACCEPT:
+                self._record(t, doc)
+        return out
 
     def _record(self, t: TripleId, doc: bytes) -> None:
         if self.mode is QbaMode.PAPER and t.round > 1 and self._relayed.get(t.path[:-1]) != doc:
@@ -227,18 +272,22 @@ class QbaParticipant:
         """Close multicast round r (the lock-step timeout); returns round r+1's signatures (paper mode)."""
         if r != self._round:
             raise ValueError(f"expected the end of round {self._round}, got {r}")
+        if self._bob_queue or self._charlie_queue:
+            raise ValueError(
+                "batch mode: call flush() until it returns nothing before ending a round"
+            )
         for t in self._bob_pending:
             self.excluded.add(t.charlie)  # forwarded, never got key bits: Charlie withheld them
         self._bob_pending.clear()
         self._charlie_pending.clear()
         self._round += 1
-        out: list[QbaMessage] = []
+        todo: list[tuple[TripleId, bytes, bool]] = []
         if self.mode is QbaMode.PAPER and r < self.rounds and self.me != self.leader:
             for path in self._paths(r):
                 relay = majority(self._received.get(path, ()))
                 self._relayed[path] = relay
-                out += self._sign_for(path + (self.me,), relay)
-        return out
+                todo += self._plan(path + (self.me,), relay)
+        return self._emit(todo)
 
     def _paths(self, length: int) -> list[tuple[int, ...]]:
         """Primary paths of `length` (leader first) that do not contain this member."""

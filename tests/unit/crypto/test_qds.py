@@ -142,3 +142,29 @@ def test_sign_rejects_a_polynomial_of_the_wrong_degree() -> None:
     dealt, _ = _dealt()
     with pytest.raises(ValueError):
         qds.sign(b"x", dealt.alice, (1 << 64) | 0b11011, PARAMS)
+
+
+@pytest.mark.parametrize("n", [32, 128])
+def test_vectorised_hash_sign_and_check_equal_the_scalar_ones(n: int) -> None:
+    rng = random.Random(n)
+    polys = [gf2.random_irreducible(n, random.Random(s)) for s in range(5)]
+    count = qds.BATCH_MIN + 30
+    p = [rng.choice(polys) for _ in range(count)]
+    k = [rng.getrandbits(n) for _ in range(count)]
+    d = [rng.randbytes(rng.choice([0, 1, 63, 125])) for _ in range(count)]
+    assert qds.lfsr_toeplitz_hash_many(p, k, d, n) == [
+        qds.lfsr_toeplitz_hash(*args, n) for args in zip(p, k, d, strict=True)
+    ]
+    params = qds.QdsParams(n=n)
+    signer = [qds.SignerKeys(x=x, y=rng.getrandbits(2 * n)) for x in k]
+    sigs = qds.sign_many(d, signer, p, params)
+    assert sigs == [qds.sign(*args, params) for args in zip(d, signer, p, strict=True)]
+    items = [
+        (s.doc, s.sig ^ (i % 3 == 0), key.x, key.y)
+        for i, (s, key) in enumerate(zip(sigs, signer, strict=True))
+    ]
+    verdicts = qds.check_many(items, params)
+    assert verdicts == [
+        qds.QdsVerdict.REJECT_SIGNATURE if i % 3 == 0 else qds.QdsVerdict.ACCEPT
+        for i in range(count)
+    ]
