@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Protocol
+
+import numpy as np
 
 from qbfl.errors import QbflError
 
@@ -115,6 +117,96 @@ def divmod_bytes(a: int, p: int, multiples: list[int]) -> tuple[int, int]:
             q |= qb << s
         s -= 8
     return q, a
+
+
+# ---- the same arithmetic on many polynomials at once: rows of little-endian uint64 words ----
+
+
+def rows_from_ints(values: Sequence[int], count: int) -> np.ndarray:
+    """Rows of `count` little-endian uint64 words, one row per value."""
+    raw = b"".join(v.to_bytes(8 * count, "little") for v in values)
+    return np.frombuffer(raw, dtype="<u8").reshape(len(values), count).copy()
+
+
+def ints_from_rows(rows: np.ndarray) -> list[int]:
+    raw = np.ascontiguousarray(rows, dtype="<u8").tobytes()
+    step = 8 * rows.shape[1]
+    return [int.from_bytes(raw[i : i + step], "little") for i in range(0, len(raw), step)]
+
+
+def shift_rows(rows: np.ndarray, bits: int, width: int) -> np.ndarray:
+    """rows << bits, `width` words wide (higher bits dropped)."""
+    wo, sh = divmod(bits, 64)
+    out = np.zeros(rows.shape[:-1] + (width,), dtype=np.uint64)
+    w = min(rows.shape[-1], width - wo)
+    if w <= 0:
+        return out
+    out[..., wo : wo + w] = rows[..., :w] << np.uint64(sh)
+    if sh:
+        c = min(rows.shape[-1], width - wo - 1)
+        out[..., wo + 1 : wo + 1 + c] ^= rows[..., :c] >> np.uint64(64 - sh)
+    return out
+
+
+def multiples_rows(rows: np.ndarray, entries: int, width: int) -> np.ndarray:
+    """table[r, q] = q·rows[r] (carry-less) for q < entries, by doubling."""
+    table = np.zeros((rows.shape[0], entries, width), dtype=np.uint64)
+    table[:, 1] = shift_rows(rows, 0, width)
+    size = 2
+    bit = 1
+    while size < entries:
+        table[:, size : 2 * size] = table[:, :size] ^ shift_rows(rows, bit, width)[:, None, :]
+        size *= 2
+        bit += 1
+    return table
+
+
+@lru_cache(maxsize=1)
+def nibble_quotient_tables() -> np.ndarray:
+    """[leading nibble of p − 8, leading nibble of the dividend] → quotient nibble.
+
+    Nibbles, not bytes: per-row tables of 16 multiples stay in cache; 256 per row did not.
+    """
+    table = np.zeros((8, 16), dtype=np.intp)
+    for v in range(8):
+        for q in range(16):
+            table[v, _clmul_small(q, 8 | v) >> 3] = q
+    return table
+
+
+def nibble_at(rows: np.ndarray, bit: int) -> np.ndarray:
+    """The four bits starting at `bit` of every row, as integers."""
+    wo, sh = divmod(bit, 64)
+    value = rows[:, wo] >> np.uint64(sh)
+    if sh > 60 and wo + 1 < rows.shape[1]:
+        value |= rows[:, wo + 1] << np.uint64(64 - sh)
+    return (value & np.uint64(15)).astype(np.intp)
+
+
+def xor_rows_at(rows: np.ndarray, value: np.ndarray, bit: int) -> None:
+    """rows ^= value << bit, in place."""
+    wo, sh = divmod(bit, 64)
+    w = value.shape[1]
+    if sh == 0:
+        rows[:, wo : wo + w] ^= value
+        return
+    rows[:, wo : wo + w] ^= value << np.uint64(sh)
+    rows[:, wo + 1 : wo + 1 + w] ^= value >> np.uint64(64 - sh)
+
+
+def divide_rows(
+    rows: np.ndarray, length: int, n: int, mult: np.ndarray, quot: np.ndarray
+) -> np.ndarray:
+    """In place: rows := rows mod p (per row), four quotient bits per step; returns the quotients."""
+    index = np.arange(rows.shape[0])
+    quotient = np.zeros((rows.shape[0], (length - n + 67) // 64 + 1), dtype=np.uint64)
+    s = ((length - n - 1) // 4) * 4
+    while s >= 0:
+        q = quot[index, nibble_at(rows, s + n)]
+        xor_rows_at(rows, mult[index, q], s)
+        xor_rows_at(quotient, q.astype(np.uint64)[:, None], s)
+        s -= 4
+    return quotient
 
 
 class Modulus:

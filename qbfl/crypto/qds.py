@@ -5,17 +5,23 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import blake3
 import numpy as np
 
 from qbfl.crypto.gf2 import (
-    _clmul_small,
     degree,
+    divide_rows,
     divmod_bytes,
+    ints_from_rows,
     is_irreducible,
+    multiples_rows,
     multiples_table,
+    nibble_at,
+    nibble_quotient_tables,
+    rows_from_ints,
+    shift_rows,
+    xor_rows_at,
 )
 from qbfl.crypto.keysupply import PairwiseKeySupply
 
@@ -194,93 +200,6 @@ def lfsr_toeplitz_hash(poly: int, key: int, doc: bytes, n: int) -> int:
 BATCH_MIN = 40
 
 
-def _words(values: Sequence[int], count: int) -> np.ndarray:
-    """Rows of `count` little-endian uint64 words, one row per value."""
-    raw = b"".join(v.to_bytes(8 * count, "little") for v in values)
-    return np.frombuffer(raw, dtype="<u8").reshape(len(values), count).copy()
-
-
-def _ints(rows: np.ndarray) -> list[int]:
-    raw = np.ascontiguousarray(rows, dtype="<u8").tobytes()
-    step = 8 * rows.shape[1]
-    return [int.from_bytes(raw[i : i + step], "little") for i in range(0, len(raw), step)]
-
-
-def _shl(rows: np.ndarray, bits: int, width: int) -> np.ndarray:
-    """rows << bits, `width` words wide (higher bits dropped)."""
-    wo, sh = divmod(bits, 64)
-    out = np.zeros(rows.shape[:-1] + (width,), dtype=np.uint64)
-    w = min(rows.shape[-1], width - wo)
-    if w <= 0:
-        return out
-    out[..., wo : wo + w] = rows[..., :w] << np.uint64(sh)
-    if sh:
-        c = min(rows.shape[-1], width - wo - 1)
-        out[..., wo + 1 : wo + 1 + c] ^= rows[..., :c] >> np.uint64(64 - sh)
-    return out
-
-
-def _table(rows: np.ndarray, entries: int, width: int) -> np.ndarray:
-    """table[r, q] = q·rows[r] (carry-less) for q < entries, by doubling."""
-    table = np.zeros((rows.shape[0], entries, width), dtype=np.uint64)
-    table[:, 1] = _shl(rows, 0, width)
-    size = 2
-    bit = 1
-    while size < entries:
-        table[:, size : 2 * size] = table[:, :size] ^ _shl(rows, bit, width)[:, None, :]
-        size *= 2
-        bit += 1
-    return table
-
-
-@lru_cache(maxsize=1)
-def _quotient_tables() -> np.ndarray:
-    """[leading nibble of p − 8, leading nibble of the dividend] → quotient nibble.
-
-    Nibbles, not bytes: per-row tables of 16 multiples stay in cache; 256 per row did not.
-    """
-    table = np.zeros((8, 16), dtype=np.intp)
-    for v in range(8):
-        for q in range(16):
-            table[v, _clmul_small(q, 8 | v) >> 3] = q
-    return table
-
-
-def _nibble_at(rows: np.ndarray, bit: int) -> np.ndarray:
-    """The four bits starting at `bit` of every row, as integers."""
-    wo, sh = divmod(bit, 64)
-    value = rows[:, wo] >> np.uint64(sh)
-    if sh > 60 and wo + 1 < rows.shape[1]:
-        value |= rows[:, wo + 1] << np.uint64(64 - sh)
-    return (value & np.uint64(15)).astype(np.intp)
-
-
-def _xor_at(rows: np.ndarray, value: np.ndarray, bit: int) -> None:
-    """rows ^= value << bit, in place."""
-    wo, sh = divmod(bit, 64)
-    w = value.shape[1]
-    if sh == 0:
-        rows[:, wo : wo + w] ^= value
-        return
-    rows[:, wo : wo + w] ^= value << np.uint64(sh)
-    rows[:, wo + 1 : wo + 1 + w] ^= value >> np.uint64(64 - sh)
-
-
-def _divide(
-    rows: np.ndarray, length: int, n: int, mult: np.ndarray, quot: np.ndarray
-) -> np.ndarray:
-    """In place: rows := rows mod p (per row), four quotient bits per step; returns the quotients."""
-    index = np.arange(rows.shape[0])
-    quotient = np.zeros((rows.shape[0], (length - n + 67) // 64 + 1), dtype=np.uint64)
-    s = ((length - n - 1) // 4) * 4
-    while s >= 0:
-        q = quot[index, _nibble_at(rows, s + n)]
-        _xor_at(rows, mult[index, q], s)
-        _xor_at(quotient, q.astype(np.uint64)[:, None], s)
-        s -= 4
-    return quotient
-
-
 def lfsr_toeplitz_hash_many(
     polys: Sequence[int], keys: Sequence[int], docs: Sequence[bytes], n: int
 ) -> list[int]:
@@ -291,39 +210,39 @@ def lfsr_toeplitz_hash_many(
         return [lfsr_toeplitz_hash(p, k, d, n) for p, k, d in zip(polys, keys, docs, strict=True)]
     index = np.arange(count)
     mw = (n + 4 + 63) // 64  # a nibble multiple of p
-    mult = _table(_words(polys, (n + 64) // 64), 16, mw)
-    quot = _quotient_tables()[
+    mult = multiples_rows(rows_from_ints(polys, (n + 64) // 64), 16, mw)
+    quot = nibble_quotient_tables()[
         np.array([(p >> (n - 3)) & 7 for p in polys], dtype=np.intp)
     ]  # per row: leading dividend nibble → quotient nibble
     nw = (n + 63) // 64
     # 1. R = D mod p
     dpolys = [doc_polynomial(d) for d in docs]
     length = max(n + 1, max(d.bit_length() for d in dpolys))
-    rem = _words(dpolys, (length + 63) // 64 + mw + 1)
-    _divide(rem, length, n, mult, quot)
+    rem = rows_from_ints(dpolys, (length + 63) // 64 + mw + 1)
+    divide_rows(rem, length, n, mult, quot)
     r = rem[:, :nw]
     # 2. key·p mod x^n, four bits of the key at a time
-    key_rows = _words(keys, nw)
+    key_rows = rows_from_ints(keys, nw)
     low = np.zeros((count, nw + mw + 1), dtype=np.uint64)
     for k in range(0, n, 4):
-        _xor_at(low, mult[index, _nibble_at(key_rows, k)], k)
+        xor_rows_at(low, mult[index, nibble_at(key_rows, k)], k)
     low = low[:, :nw].copy()
     if n % 64:
         low[:, -1] &= np.uint64((1 << (n % 64)) - 1)
     # 3. E = ⌊low·x^(n−1) / p⌋ and B = key·x^(n−1) + E
     xw = (2 * n + 63) // 64 + mw + 1
-    x = _shl(low, n - 1, xw)
-    e = _divide(x, 2 * n - 1, n, mult, quot)
+    x = shift_rows(low, n - 1, xw)
+    e = divide_rows(x, 2 * n - 1, n, mult, quot)
     bw = (2 * n + 63) // 64
-    b = _shl(key_rows, n - 1, bw)
+    b = shift_rows(key_rows, n - 1, bw)
     b[:, : min(bw, e.shape[1])] |= e[:, : min(bw, e.shape[1])]
     # 4. hash = (B·R ≫ (n−1)) mod x^n, four bits of R at a time
-    nib = _table(b, 16, bw + 1)
+    nib = multiples_rows(b, 16, bw + 1)
     acc = np.zeros((count, nw + bw + 2), dtype=np.uint64)
     for i in range(0, n, 4):
-        _xor_at(acc, nib[index, _nibble_at(r, i)], i)
+        xor_rows_at(acc, nib[index, nibble_at(r, i)], i)
     mask = (1 << n) - 1
-    return [(v >> (n - 1)) & mask for v in _ints(acc)]
+    return [(v >> (n - 1)) & mask for v in ints_from_rows(acc)]
 
 
 def lfsr_toeplitz_hash_reference(poly: int, key: int, doc: bytes, n: int) -> int:
