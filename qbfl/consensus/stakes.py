@@ -25,7 +25,7 @@ def initial_stakes(genesis: GenesisBlock) -> dict[int, int]:
 
 
 def stakes_at_view(
-    prev_hash: bytes, stakes_before: Mapping[int, int], *, size: int, view: int
+    seed: bytes, stakes_before: Mapping[int, int], *, size: int, view: int
 ) -> dict[int, int]:
     """Stakes in force when view `view` of a round draws its committee.
 
@@ -36,17 +36,17 @@ def stakes_at_view(
         raise ValueError(f"view {view} is outside 0..{MAX_VIEWS_PER_ROUND}")
     stakes = dict(stakes_before)
     for k in range(view):
-        for member in select_committee(prev_hash, stakes, size=size, view=k).members:
+        for member in select_committee(seed, stakes, size=size, view=k).members:
             stakes[member] -= PENALTY
     return stakes
 
 
 def committee_at_view(
-    prev_hash: bytes, stakes_before: Mapping[int, int], *, size: int, view: int
+    seed: bytes, stakes_before: Mapping[int, int], *, size: int, view: int
 ) -> Committee:
     """The committee of (round, view), replaying the penalties of the round's failed views."""
-    stakes = stakes_at_view(prev_hash, stakes_before, size=size, view=view)
-    return select_committee(prev_hash, stakes, size=size, view=view)
+    stakes = stakes_at_view(seed, stakes_before, size=size, view=view)
+    return select_committee(seed, stakes, size=size, view=view)
 
 
 class StakeLedger:
@@ -62,6 +62,7 @@ class StakeLedger:
         self._size = min(genesis.task.committee_size, len(genesis.roster))
         self._stakes = initial_stakes(genesis)
         self._head_hash = genesis.block_hash
+        self._seed = genesis.committee_seed
         self._height = 0
 
     @property
@@ -75,8 +76,13 @@ class StakeLedger:
 
     @property
     def head_hash(self) -> bytes:
-        """Hash of the last applied block: the seed of the next committee (Alg. 1)."""
+        """Hash of the last applied block: the next block's prev_hash."""
         return self._head_hash
+
+    @property
+    def committee_seed(self) -> bytes:
+        """Seed of the next committee draw (Alg. 1): the last block's committee_seed."""
+        return self._seed
 
     @property
     def committee_size(self) -> int:
@@ -84,7 +90,7 @@ class StakeLedger:
 
     def committee(self, view: int = 0) -> Committee:
         """The committee for the next round at `view`, as every node computes it locally."""
-        return committee_at_view(self._head_hash, self._stakes, size=self._size, view=view)
+        return committee_at_view(self._seed, self._stakes, size=self._size, view=view)
 
     def apply(self, block: Block) -> dict[int, int]:
         """Apply one accepted block; return the stakes after it."""
@@ -93,13 +99,14 @@ class StakeLedger:
                 f"block {block.height} does not follow height {self._height}: "
                 "stakes must be applied in chain order"
             )
-        stakes = stakes_at_view(block.prev_hash, self._stakes, size=self._size, view=block.view)
+        stakes = stakes_at_view(self._seed, self._stakes, size=self._size, view=block.view)
         for participant in block.selected:  # Alg. 3 line 19
             if participant not in stakes:
                 raise ValueError(f"selected participant {participant} is not on the roster")
             stakes[participant] += REWARD
         self._stakes = stakes
         self._head_hash = block.block_hash
+        self._seed = block.committee_seed
         self._height = block.height
         return self.stakes
 

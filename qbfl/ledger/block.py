@@ -198,6 +198,17 @@ class Block(CanonicalRecord):
         """The value the committee agreed on and signed (DESIGN §5 step 4)."""
         return ConsensusMessage(self.round, self.view, self.selected, self.update_hash)
 
+    @functools.cached_property
+    def committee_seed(self) -> bytes:
+        """Seed of the next round's committee draw (Alg. 1's h).
+
+        The paper seeds Alg. 1 with the latest block's hash, but ML-DSA signatures are
+        randomised, so a leader could re-sign until the block hash draws a committee it likes.
+        The seed therefore covers only what the committee agreed on — the previous seed's
+        chain (prev_hash) and the consensus message — never a signature.
+        """
+        return digest(COMMITTEE_SEED_DOMAIN + self.prev_hash + self.consensus_message().encode())
+
     def leader_payload(self) -> bytes:
         return dataclasses.replace(self, leader_signature=None).encode()
 
@@ -205,6 +216,9 @@ class Block(CanonicalRecord):
         return dataclasses.replace(
             self, leader_signature=key.sign(self.leader_payload(), context=BLOCK_CONTEXT)
         )
+
+
+COMMITTEE_SEED_DOMAIN = b"qbfl/committee-seed/v1"
 
 
 def make_block(

@@ -68,7 +68,7 @@ def verify_block(
     if block.view > MAX_VIEWS_PER_ROUND:
         raise fail(BlockDefect.VIEW, f"{block.view} > {MAX_VIEWS_PER_ROUND}")
     size = min(genesis.task.committee_size, len(genesis.roster))
-    committee = committee_at_view(block.prev_hash, stakes_before, size=size, view=block.view)
+    committee = committee_at_view(prev.committee_seed, stakes_before, size=size, view=block.view)
     if block.committee != committee.members:
         raise fail(BlockDefect.COMMITTEE, f"got {block.committee}, expected {committee.members}")
     if block.leader != committee.leader:

@@ -224,6 +224,12 @@ class GenesisBlock(CanonicalRecord):
         """The chain's root: block 1's prev_hash and the seed of round 1's committee."""
         return digest(self.encode())
 
+    @property
+    def committee_seed(self) -> bytes:
+        """Round 1's committee seed: the genesis hash (signed once by the publisher, before any
+        node can influence it)."""
+        return self.block_hash
+
     def signing_payload(self) -> bytes:
         return dataclasses.replace(self, publisher_signature=None).encode()
 

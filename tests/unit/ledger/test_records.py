@@ -147,6 +147,28 @@ def test_make_block_orders_and_hashes() -> None:
     assert block.consensus_message() == ConsensusMessage(3, 1, (2, 5, 8), digest(update))
 
 
+def test_committee_seed_ignores_signatures_but_not_the_agreed_content() -> None:
+    """A leader must not be able to re-sign until the next committee suits it (Alg. 1 seed)."""
+    kwargs = dict(
+        height=2,
+        round=2,
+        view=0,
+        prev_hash=b"\x02" * 32,
+        committee=(3, 1, 2),
+        selected=(1, 2),
+        update=params_bytes([1.0, 2.0]),
+    )
+    a = make_block(**kwargs, votes=(CommitteeVote(1, b"x"), CommitteeVote(2, b"y")))  # type: ignore[arg-type]
+    b = make_block(**kwargs, votes=(CommitteeVote(1, b"z"), CommitteeVote(3, b"w")))  # type: ignore[arg-type]
+    assert a.block_hash != b.block_hash
+    assert a.committee_seed == b.committee_seed
+    for change in ({"selected": (1, 3)}, {"view": 1}, {"prev_hash": b"\x03" * 32}):
+        c = make_block(**{**kwargs, **change}, votes=a.votes)  # type: ignore[arg-type]
+        assert c.committee_seed != a.committee_seed, change
+    d = make_block(**{**kwargs, "update": params_bytes([1.0, 2.5])}, votes=a.votes)  # type: ignore[arg-type]
+    assert d.committee_seed != a.committee_seed
+
+
 def test_unsorted_or_duplicate_votes_cannot_be_encoded() -> None:
     block = make_block(
         height=1, round=1, view=0, prev_hash=b"\x00" * 32, committee=(1,), selected=(1,), update=b""
