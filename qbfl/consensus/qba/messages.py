@@ -28,6 +28,14 @@ class TripleId:
     bob: int
     charlie: int
 
+    def __hash__(self) -> int:
+        # every message lookup hashes its operation id (~17 per QDS operation): compute it once
+        cached: int | None = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.path, self.bob, self.charlie))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
     @property
     def signer(self) -> int:
         return self.path[-1]
