@@ -46,7 +46,7 @@ class SimulationConfig:
     model: str | None = None  # None: the task's MPO model (TASK_MODEL)
     samples_per_client: int | None = None  # a prefix of each client's partition, for quick runs
     test_samples: int | None = None  # a prefix of the 10 000 test images, for quick runs
-    chunk_size: int | None = None  # clients per vectorised chunk; None: 25 (2 with DP)
+    chunk_size: int | None = None  # clients per vectorised chunk; None: 25 (10 with DP)
     dp_epsilon: float = 4.0  # Section 5.2: (ε = 4, δ = 1e-5)
     dp_delta: float = 1e-5
     max_grad_norm: float = 1.0
@@ -249,7 +249,7 @@ def run_simulation(
         seeds=[derive_seed(config.seed, 1, i) for i in range(config.nodes)],
         attacks={i: attack for i in bad},
         device=device,
-        chunk_size=config.chunk_size or (2 if config.dp else 25),
+        chunk_size=config.chunk_size or (10 if config.dp else 25),
         dp=dp,
         dp_seed=derive_seed(config.seed, 2),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -9,7 +11,12 @@ from qbfl.learning.attacks import get_attack
 from qbfl.learning.models import build_model, flatten_params
 from qbfl.learning.mpo import contract
 from qbfl.learning.training import TrainConfig, train_local
-from qbfl.learning.vectorized import VectorDPConfig, VectorizedClients, contract_halves
+from qbfl.learning.vectorized import (
+    VectorDPConfig,
+    VectorizedClients,
+    _with_fast_contraction,
+    contract_halves,
+)
 
 ATOL = 1e-5  # float32 rounding of batched vs per-client GEMMs over 3 SGD steps (seen: ~6e-8)
 CPU = torch.device("cpu")
@@ -65,6 +72,17 @@ def test_contract_halves_equals_contract() -> None:
         assert layers
         for layer in layers:
             torch.testing.assert_close(contract_halves(layer.cores), contract(layer.cores))
+
+
+def test_fast_mpo_layers_compute_the_same_forward() -> None:
+    x = torch.randn(7, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for name in ("fcnn-mpo", "cnn-mpo"):
+        model = build_model(name, seed=5)
+        want = model(x)
+        for input_side in (False, True):
+            fast = _with_fast_contraction(copy.deepcopy(model), input_side=input_side)
+            assert type(fast.fc1) is not type(model.fc1)
+            torch.testing.assert_close(fast(x), want, atol=1e-6, rtol=1e-5)
 
 
 def test_rejects_unequal_shapes_and_wrong_parameter_count() -> None:
