@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qbfl.errors import QbflError
 from qbfl.ledger.block import Block, CommitteeVote, ConsensusMessage
+
+
+class InvalidMessage(QbflError):
+    """A round message breaks the protocol (wrong sender or role, equivocation, wrong value)."""
 
 
 @dataclass(frozen=True)
