@@ -123,7 +123,7 @@ def simulate(
     plot_accuracy(
         {aggregator: [r.accuracy for r in result.records]},
         out / "accuracy.png",
-        title=f"{task}: {malicious}/{nodes} {attack}, {aggregator}",
+        title=f"{task}: {malicious}/{nodes} {attack}, {aggregator}{', DP' if dp else ''}",
     )
     click.echo(
         f"final accuracy {100 * result.final_accuracy:.2f}%, mean of the last "

@@ -18,12 +18,14 @@ def plot_accuracy(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     try:
         for label, accuracy in curves.items():
             rounds = range(first_round, first_round + len(accuracy))
             ax.plot(list(rounds), [100.0 * a for a in accuracy], label=label, linewidth=1.4)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("round")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(True, alpha=0.3)
