@@ -10,18 +10,32 @@ MAX_SYNC_BLOCKS = 64  # blocks per SyncResponse; a node further behind asks agai
 
 
 class SyncTracker:
-    """Remembers the SyncRequests sent, so a stream of early blocks does not cause a request storm."""
+    """Which peers were asked for the blocks after one height, so catch-up neither storms nor stalls.
+
+    One request is outstanding at a time (every honest node relays a block, so a node that fell
+    behind hears of it from many peers at once). If no block arrives before the node's view
+    deadline, the asked peer is presumed silent or its answer lost, and the next peer that shows
+    a later block is asked; each peer at most once per height.
+    """
 
     def __init__(self) -> None:
-        self._asked_at = -1
+        self._height = -1
+        self._asked: set[int] = set()
+        self._waiting = False
 
     def should_ask(self, *, height: int, peer: int) -> bool:
         """Whether to send SyncRequest(height + 1) to `peer` now; records it when True."""
-        del peer
-        if self._asked_at == height:
+        if height != self._height:
+            self._height, self._asked, self._waiting = height, set(), False
+        if self._waiting or peer in self._asked:
             return False
-        self._asked_at = height
+        self._asked.add(peer)
+        self._waiting = True
         return True
+
+    def timed_out(self) -> None:
+        """A view deadline passed at this height: stop waiting for the outstanding answer."""
+        self._waiting = False
 
 
 def sync_blocks(chain: ChainView, from_height: int) -> tuple[Block, ...]:

@@ -6,9 +6,23 @@ import numpy as np
 
 from qbfl.consensus.committee import Committee
 from qbfl.consensus.stakes import StakeLedger
+from qbfl.errors import ForkDetected
 from qbfl.ledger.block import Block
 from qbfl.ledger.chain import BlockDefect, InvalidBlock, verify_block
 from qbfl.ledger.genesis import GenesisBlock
+
+
+class BlockFork(ForkDetected):
+    """Two valid blocks at one height: `held` (applied here, kept) and `rival`, both as evidence."""
+
+    def __init__(self, held: Block, rival: Block, detail: str = "") -> None:
+        self.held = held
+        self.rival = rival
+        super().__init__(
+            f"a second valid block at height {held.height}: held view {held.view} "
+            f"{held.block_hash.hex()[:16]}…, rival view {rival.view} "
+            f"{rival.block_hash.hex()[:16]}…" + (f" ({detail})" if detail else "")
+        )
 
 
 class ChainView:

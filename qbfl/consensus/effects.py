@@ -62,4 +62,13 @@ class RoundCompleted:
     view_changes: int
 
 
-Effect = Send | Broadcast | SetTimer | CommitBlock | ViewChanged | RoundCompleted
+@dataclass(frozen=True)
+class ForkObserved:
+    """A valid `rival` of the `held` block turned up while other effects had to be returned too
+    (a buffered or synced block): the node keeps `held`; the shell should log and keep both."""
+
+    held: Block
+    rival: Block
+
+
+Effect = Send | Broadcast | SetTimer | CommitBlock | ViewChanged | RoundCompleted | ForkObserved

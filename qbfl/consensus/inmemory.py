@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import blake3
 import numpy as np
 
-from qbfl.consensus.effects import Broadcast, CommitBlock, Effect, Send, SetTimer
+from qbfl.consensus.effects import Broadcast, CommitBlock, Effect, ForkObserved, Send, SetTimer
 from qbfl.consensus.events import (
     Event,
     LocalUpdateReady,
@@ -88,7 +88,7 @@ class SafetyMonitor:
 
     - no two different blocks committed at one height by honest nodes (no fork);
     - no honest member signs two different messages for one (round, view);
-    - no honest node ever raises ForkDetected.
+    - no honest node ever raises ForkDetected or reports ForkObserved.
     """
 
     honest: frozenset[int]
@@ -107,6 +107,10 @@ class SafetyMonitor:
                     self.violations.append(f"fork at height {b.height} (node {node.node_id})")
             elif isinstance(effect, Send) and isinstance(effect.message, VoteMessage):
                 self._vote(node.node_id, effect.message)
+            elif isinstance(effect, ForkObserved):
+                self.violations.append(
+                    f"node {node.node_id}: two valid blocks at height {effect.held.height}"
+                )
         if isinstance(event, VoteReceived) and event.sender == node.node_id:
             self._vote(node.node_id, event.vote)
         if node.voted is not None:

@@ -9,12 +9,13 @@ from qbfl.consensus.agreement import QbaSessionFactory
 from qbfl.consensus.attacks import ConductPolicy, HonestPolicy
 from qbfl.consensus.buffer import FutureBuffer
 from qbfl.consensus.catchup import SyncTracker, sync_blocks
-from qbfl.consensus.chainview import ChainView, InvalidBlock
+from qbfl.consensus.chainview import BlockFork, ChainView, InvalidBlock
 from qbfl.consensus.committee import Committee
 from qbfl.consensus.effects import (
     Broadcast,
     CommitBlock,
     Effect,
+    ForkObserved,
     Send,
     SetTimer,
     ViewChanged,
@@ -44,7 +45,7 @@ from qbfl.consensus.wire import (
     SyncResponse,
     VoteMessage,
 )
-from qbfl.errors import ForkDetected, QbflError, StaleRound
+from qbfl.errors import QbflError, StaleRound
 from qbfl.ledger.block import Block, ConsensusMessage, UpdateSubmission, check_update
 from qbfl.ledger.genesis import GenesisBlock
 from qbfl.ledger.signer import Signer
@@ -96,6 +97,8 @@ class ConsensusNode:
         self._submissions = SubmissionPool(genesis)
         self._own_submission: UpdateSubmission | None = None
         self._sync = SyncTracker()
+        # (held, rival) pairs of valid blocks at one height seen here: evidence for the operator
+        self.forks: list[tuple[Block, Block]] = []
         self._metrics = RoundMetrics(clock())
         self._state = self._new_view_state(0)
 
@@ -208,11 +211,19 @@ class ConsensusNode:
         for event in self._buffer.take_all():
             try:
                 effects += self._dispatch(event)
-            except ForkDetected:
-                raise
             except QbflError as exc:
-                self.counters[f"rejected:{type(exc).__name__}"] += 1
+                effects += self._rejected_after_progress(exc)
         return effects
+
+    def _rejected_after_progress(self, exc: QbflError) -> list[Effect]:
+        """An error after this event already changed the state (a block was applied before a
+        buffered or synced one failed): raising now would hide the effects of what was applied
+        and claim that nothing changed, so count it, keep any fork evidence, and go on."""
+        self.counters[f"rejected:{type(exc).__name__}"] += 1
+        if isinstance(exc, BlockFork):
+            self.forks.append((exc.held, exc.rival))
+            return [ForkObserved(exc.held, exc.rival)]
+        return []
 
     def _on_timer(self, event: TimerFired) -> list[Effect]:
         if (event.round, event.view) != (self.round, self.view):
@@ -227,6 +238,7 @@ class ConsensusNode:
         # §4.5: no valid block in time → penalise this committee (derived from the chain by every
         # node once a block records a later view) and draw the next committee with view + 1.
         self._metrics.views_failed += 1
+        self._sync.timed_out()
         self.counters["view_changes"] += 1
         old = self.view
         return [ViewChanged(self.round, old, old + 1), *self._enter_view(old + 1)]
@@ -391,9 +403,8 @@ class ConsensusNode:
                 self.counters["duplicate_block"] += 1
                 return []
             self.chain.verify(block, height=block.height)  # raises if it is simply invalid
-            raise ForkDetected(
-                f"node {self.node_id}: a second valid block at height {block.height} "
-                f"(view {block.view}) from node {sender}"
+            raise BlockFork(
+                self.chain.block_at(block.height), block, f"node {self.node_id}, from {sender}"
             )
         if block.height > height + 1:
             self._is_current(sender, BlockReceived(sender, block), block.round, None)  # buffers
@@ -425,10 +436,16 @@ class ConsensusNode:
 
     def _on_sync_blocks(self, event: SyncBlocksReceived) -> list[Effect]:
         effects: list[Effect] = []
+        start = self.chain.height
         for block in sorted(event.response.blocks, key=lambda b: b.height):
             if block.height > self.chain.height + 1:
                 break
-            effects += self._on_block(event.sender, block, relay=False)
+            try:
+                effects += self._on_block(event.sender, block, relay=False)
+            except QbflError as exc:
+                if self.chain.height == start:
+                    raise  # nothing applied: reject the response as a whole
+                return effects + self._rejected_after_progress(exc)
         return effects
 
 

@@ -9,17 +9,22 @@ from typing import Any
 import numpy as np
 import pytest
 
+from qbfl.consensus.chainview import BlockFork
+from qbfl.consensus.effects import CommitBlock, ForkObserved, Send
 from qbfl.consensus.events import (
     BlockReceived,
     Event,
     LocalUpdateReady,
     ProposalReceived,
     SubmissionReceived,
+    SyncBlocksReceived,
+    TimerFired,
+    TimerKind,
     VoteReceived,
 )
 from qbfl.consensus.inmemory import InMemoryNetwork, synthetic_genesis
 from qbfl.consensus.round import ConsensusNode, InvalidMessage
-from qbfl.consensus.wire import Proposal, VoteMessage
+from qbfl.consensus.wire import Proposal, SyncRequest, SyncResponse, VoteMessage
 from qbfl.crypto.signing import SigningKey
 from qbfl.errors import ForkDetected, InvalidSignature, InvalidUpdate, QbflError, StaleRound
 from qbfl.ledger.block import Block, ConsensusMessage, UpdateSubmission, make_block
@@ -324,3 +329,78 @@ def test_second_valid_block_at_a_filled_height_is_a_fork(world: World) -> None:
     assert node.handle(BlockReceived(0, b1)) == []  # the block it holds: a harmless duplicate
     broken = dataclasses.replace(rival, votes=rival.votes[:1])
     rejects(node, BlockReceived(0, broken), InvalidBlock)  # an invalid rival is no fork
+
+
+# --- catch-up and buffering against faulty peers -------------------------------------------------
+
+
+def _fresh_node(world: World, node_id: int, **options: Any) -> ConsensusNode:
+    genesis = world.net.nodes[0].chain.genesis
+    node = ConsensusNode(
+        node_id, world.keys[node_id], genesis, qba=EchoQba, clock=world.net.clock, **options
+    )
+    node.start()
+    return node
+
+
+def _rival2(world: World) -> Block:
+    """A second valid block at height 2 (the committee signed two messages: dishonest)."""
+    unsigned = _block2(world, selected=(0, 1))
+    msg = unsigned.consensus_message()
+    votes = tuple(msg.sign_vote(m, world.keys[m]) for m in sorted(unsigned.committee))
+    return dataclasses.replace(unsigned, votes=votes)
+
+
+def test_a_second_sync_request_goes_to_another_peer(world: World) -> None:
+    node = world.outsider()
+    ahead = dataclasses.replace(world.block1, height=3, round=3)  # only buffered, never verified
+    first = node.handle(BlockReceived(5, ahead))
+    assert [(e.to, e.message) for e in first if isinstance(e, Send)] == [(5, SyncRequest(2))]
+    assert node.handle(BlockReceived(6, ahead)) == []  # one request outstanding at a time
+    # Peer 5 never answers (dropped or faulty): after the view deadline, peer 6, which showed the
+    # later block too, must be asked, or the node stays behind for good.
+    again = node.handle(TimerFired(TimerKind.DEADLINE, node.round, node.view))
+    assert [(e.to, e.message) for e in again if isinstance(e, Send)] == [(6, SyncRequest(2))]
+
+
+def test_sync_response_with_a_bad_tail_keeps_the_good_blocks(world: World) -> None:
+    node = world.outsider()
+    good = _block2(world)
+    bad = dataclasses.replace(good, height=3, round=3)  # wrong prev hash
+    effects = node.catch_up((good, bad))
+    assert [e.block for e in effects if isinstance(e, CommitBlock)] == [good]
+    assert node.chain.height == 2 and node.counters["rejected:InvalidBlock"] == 1
+    fresh = _fresh_node(world, 6)  # a bad first block: the response is rejected, nothing changes
+    bad1 = dataclasses.replace(world.block1, votes=world.block1.votes[:1])
+    rejects(fresh, SyncBlocksReceived(5, SyncResponse((bad1, world.block1))), InvalidBlock)
+
+
+def test_a_buffered_rival_block_does_not_swallow_the_commit(world: World) -> None:
+    fresh = _fresh_node(world, 6)
+    block2, rival = _block2(world), _rival2(world)
+    fresh.handle(BlockReceived(4, block2))  # both ahead of genesis: buffered
+    fresh.handle(BlockReceived(5, rival))
+    effects = fresh.handle(BlockReceived(0, world.block1))  # commit 1, replay 2, then its rival
+    assert [e.block for e in effects if isinstance(e, CommitBlock)] == [world.block1, block2]
+    forks = [e for e in effects if isinstance(e, ForkObserved)]
+    assert [(f.held, f.rival) for f in forks] == [(block2, rival)]
+    assert fresh.chain.height == 2 and fresh.forks == [(block2, rival)]
+
+
+def test_a_second_valid_block_carries_both_blocks_as_evidence(world: World) -> None:
+    node = world.outsider()
+    block2, rival = _block2(world), _rival2(world)  # hedged signatures: build each once
+    node.handle(BlockReceived(0, block2))
+    with pytest.raises(BlockFork) as caught:
+        node.handle(BlockReceived(5, rival))
+    assert (caught.value.held, caught.value.rival) == (block2, rival)
+
+
+def test_a_flooding_peer_cannot_evict_other_peers_buffered_messages(world: World) -> None:
+    node = _fresh_node(world, 6, max_buffered=8)
+    honest = SubmissionReceived(4, world.submission(4, round=3))
+    node.handle(honest)
+    for k in range(20):  # far-future junk from one peer
+        node.handle(SubmissionReceived(5, world.submission(5, _update(5, k), round=9 + k)))
+    assert len(node._buffer) == 8 and honest in list(node._buffer)
+    assert node.counters["buffer_overflow"] == 13
