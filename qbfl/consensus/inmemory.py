@@ -149,8 +149,11 @@ class InMemoryNetwork:
         conditions: NetworkConditions | None = None,
         updates: UpdateSource | None = None,
         monitor: SafetyMonitor | None = None,
+        through_bytes: bool = False,
     ) -> None:
         self.now = 0.0
+        # through_bytes: every message crosses as its canonical encoding (as over gRPC)
+        self._through_bytes = through_bytes
         self.conditions = conditions or NetworkConditions()
         self.monitor = monitor
         self._updates = updates
@@ -198,6 +201,8 @@ class InMemoryNetwork:
             self.dropped += 1
             return
         delay = float(self._rng.uniform(c.min_delay_s, c.max_delay_s))
+        if self._through_bytes:
+            message = type(message).decode(message.encode())
         self.schedule(to, event_for(sender, message), delay)
 
     def schedule(self, node_id: int, event: Event, delay_s: float) -> None:

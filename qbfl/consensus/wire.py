@@ -1,11 +1,30 @@
-"""Round messages that nodes exchange besides ledger records (proposal, QBA envelope, vote, sync)."""
+"""Round messages that nodes exchange besides ledger records (proposal, QBA envelope, vote, sync).
+
+Each has `encode()`/`decode()` in the ledger's canonical encoding (record types 16–20; nested
+records are stored as BYTES holding their own full encoding, as in a block): a transport sends
+these bytes, never a protobuf serialisation of the fields (STYLE §3).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from qbfl.consensus.qbawire import decode_qba_message, encode_qba_message
 from qbfl.errors import QbflError
 from qbfl.ledger.block import Block, CommitteeVote, ConsensusMessage
+from qbfl.ledger.encoding import (
+    MAX_RECORD_BYTES,
+    MAX_UPDATE_BYTES,
+    CanonicalRecord,
+    Field,
+    FieldKind,
+    RecordSchema,
+    decode_record,
+)
+
+_IDS_MAX_LEN = 4 + 8 * 100_000  # as a block's id lists
+_VOTE_MAX_LEN = 64 + (8 << 10)  # a CommitteeVote record: header, id, signature
 
 
 class InvalidMessage(QbflError):
@@ -13,7 +32,7 @@ class InvalidMessage(QbflError):
 
 
 @dataclass(frozen=True)
-class Proposal:
+class Proposal(CanonicalRecord):
     """The leader's aggregate for one (round, view), sent to the committee beside the QBA broadcast.
 
     `inputs` names the submissions the leader aggregated over: members recompute Alg. 2 over
@@ -27,18 +46,62 @@ class Proposal:
     update: bytes  # the leader's aggregate, float32 little-endian
     message: ConsensusMessage
 
+    SCHEMA: ClassVar[RecordSchema] = RecordSchema(
+        16,
+        "Proposal",
+        (
+            Field(1, "round", FieldKind.UINT),
+            Field(2, "view", FieldKind.UINT),
+            Field(3, "inputs", FieldKind.UINT_SET, max_len=_IDS_MAX_LEN),
+            Field(4, "update", FieldKind.FLOAT32_ARRAY, max_len=4 + MAX_UPDATE_BYTES),
+            Field(5, "message", FieldKind.BYTES, max_len=_IDS_MAX_LEN + 128),
+        ),
+    )
+
+    def _values(self) -> dict[str, Any]:
+        return {**super()._values(), "message": self.message.encode()}
+
+    @classmethod
+    def decode(cls, data: bytes) -> Proposal:
+        values = decode_record(cls.SCHEMA, data)
+        values["message"] = ConsensusMessage.decode(values["message"])
+        return cls(**values)
+
 
 @dataclass(frozen=True)
-class QbaEnvelope:
-    """One QBA protocol message of a (round, view), opaque to the round logic."""
+class QbaEnvelope(CanonicalRecord):
+    """One QBA protocol message of a (round, view), opaque to the round logic.
+
+    Only payloads of qbfl.consensus.qba.messages encode (qbawire.py); anything else (a test's
+    stand-in broadcast) raises EncodingError on encode().
+    """
 
     round: int
     view: int
     payload: object
 
+    SCHEMA: ClassVar[RecordSchema] = RecordSchema(
+        17,
+        "QbaEnvelope",
+        (
+            Field(1, "round", FieldKind.UINT),
+            Field(2, "view", FieldKind.UINT),
+            Field(3, "payload", FieldKind.BYTES),
+        ),
+    )
+
+    def _values(self) -> dict[str, Any]:
+        return {**super()._values(), "payload": encode_qba_message(self.payload)}
+
+    @classmethod
+    def decode(cls, data: bytes) -> QbaEnvelope:
+        values = decode_record(cls.SCHEMA, data)
+        values["payload"] = decode_qba_message(values["payload"])
+        return cls(**values)
+
 
 @dataclass(frozen=True)
-class VoteMessage:
+class VoteMessage(CanonicalRecord):
     """A member's ML-DSA vote on the message it signed (Alg. 3 lines 11–13)."""
 
     round: int
@@ -46,16 +109,57 @@ class VoteMessage:
     message: ConsensusMessage
     vote: CommitteeVote
 
+    SCHEMA: ClassVar[RecordSchema] = RecordSchema(
+        18,
+        "VoteMessage",
+        (
+            Field(1, "round", FieldKind.UINT),
+            Field(2, "view", FieldKind.UINT),
+            Field(3, "message", FieldKind.BYTES, max_len=_IDS_MAX_LEN + 128),
+            Field(4, "vote", FieldKind.BYTES, max_len=_VOTE_MAX_LEN),
+        ),
+    )
+
+    def _values(self) -> dict[str, Any]:
+        return {
+            **super()._values(),
+            "message": self.message.encode(),
+            "vote": self.vote.encode(),
+        }
+
+    @classmethod
+    def decode(cls, data: bytes) -> VoteMessage:
+        values = decode_record(cls.SCHEMA, data)
+        values["message"] = ConsensusMessage.decode(values["message"])
+        values["vote"] = CommitteeVote.decode(values["vote"])
+        return cls(**values)
+
 
 @dataclass(frozen=True)
-class SyncRequest:
+class SyncRequest(CanonicalRecord):
     """Ask a peer for its blocks from `from_height` on (catch-up after missing blocks)."""
 
     from_height: int
 
+    SCHEMA: ClassVar[RecordSchema] = RecordSchema(
+        19, "SyncRequest", (Field(1, "from_height", FieldKind.UINT),)
+    )
+
 
 @dataclass(frozen=True)
-class SyncResponse:
+class SyncResponse(CanonicalRecord):
     """Blocks in height order answering a SyncRequest."""
 
     blocks: tuple[Block, ...]
+
+    SCHEMA: ClassVar[RecordSchema] = RecordSchema(
+        20, "SyncResponse", (Field(1, "blocks", FieldKind.BYTES_SEQ, max_len=MAX_RECORD_BYTES),)
+    )
+
+    def _values(self) -> dict[str, Any]:
+        return {"blocks": [b.encode() for b in self.blocks]}
+
+    @classmethod
+    def decode(cls, data: bytes) -> SyncResponse:
+        values = decode_record(cls.SCHEMA, data)
+        return cls(tuple(Block.decode(raw) for raw in values["blocks"]))
