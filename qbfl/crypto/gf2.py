@@ -119,94 +119,117 @@ def divmod_bytes(a: int, p: int, multiples: list[int]) -> tuple[int, int]:
     return q, a
 
 
-# ---- the same arithmetic on many polynomials at once: rows of little-endian uint64 words ----
+# ---- the same arithmetic on many polynomials at once ----
+# Word-major layout: a batch of K polynomials is a (words, K) uint64 array, word w of every row
+# contiguous, so each step is a few ufuncs over K contiguous values. Degrees that are multiples of 8
+# let a division eat one byte of quotient per step through per-row tables of 256 multiples.
 
 
-def rows_from_ints(values: Sequence[int], count: int) -> np.ndarray:
-    """Rows of `count` little-endian uint64 words, one row per value."""
-    raw = b"".join(v.to_bytes(8 * count, "little") for v in values)
-    return np.frombuffer(raw, dtype="<u8").reshape(len(values), count).copy()
+def word_columns(values: Sequence[int], words: int) -> np.ndarray:
+    """(words, len(values)) uint64: value r's little-endian words in column r."""
+    raw = b"".join(v.to_bytes(8 * words, "little") for v in values)
+    return np.frombuffer(raw, dtype="<u8").reshape(len(values), words).T.copy()
 
 
-def ints_from_rows(rows: np.ndarray) -> list[int]:
-    raw = np.ascontiguousarray(rows, dtype="<u8").tobytes()
-    step = 8 * rows.shape[1]
+def bytes_columns(data: Sequence[bytes], words: int) -> np.ndarray:
+    """(words, len(data)) uint64 from byte strings of at most 8·words bytes (zero-padded)."""
+    raw = b"".join(d + bytes(8 * words - len(d)) for d in data)
+    return np.frombuffer(raw, dtype="<u8").reshape(len(data), words).T.copy()
+
+
+def ints_from_columns(cols: np.ndarray) -> list[int]:
+    raw = np.ascontiguousarray(cols.T, dtype="<u8").tobytes()
+    step = 8 * cols.shape[0]
     return [int.from_bytes(raw[i : i + step], "little") for i in range(0, len(raw), step)]
 
 
-def shift_rows(rows: np.ndarray, bits: int, width: int) -> np.ndarray:
-    """rows << bits, `width` words wide (higher bits dropped)."""
-    wo, sh = divmod(bits, 64)
-    out = np.zeros(rows.shape[:-1] + (width,), dtype=np.uint64)
-    w = min(rows.shape[-1], width - wo)
-    if w <= 0:
-        return out
-    out[..., wo : wo + w] = rows[..., :w] << np.uint64(sh)
-    if sh:
-        c = min(rows.shape[-1], width - wo - 1)
-        out[..., wo + 1 : wo + 1 + c] ^= rows[..., :c] >> np.uint64(64 - sh)
-    return out
+def byte_multiples(cols: np.ndarray) -> np.ndarray:
+    """out[w, q·K + r] = word w of q·cols[:, r] (carry-less) for every byte q.
 
-
-def multiples_rows(rows: np.ndarray, entries: int, width: int) -> np.ndarray:
-    """table[r, q] = q·rows[r] (carry-less) for q < entries, by doubling."""
-    table = np.zeros((rows.shape[0], entries, width), dtype=np.uint64)
-    table[:, 1] = shift_rows(rows, 0, width)
+    Every column's degree must stay below 64·words − 7. Built by doubling: entries [2^i, 2^(i+1))
+    are entries [0, 2^i) XOR column·x^i, one contiguous block per step.
+    """
+    words, k = cols.shape
+    table = np.empty((words, 256, k), dtype=np.uint64)
+    table[:, 0] = 0
+    table[:, 1] = cols
     size = 2
-    bit = 1
-    while size < entries:
-        table[:, size : 2 * size] = table[:, :size] ^ shift_rows(rows, bit, width)[:, None, :]
+    for bit in range(1, 8):
+        shifted = cols << np.uint64(bit)
+        shifted[1:] |= cols[:-1] >> np.uint64(64 - bit)
+        np.bitwise_xor(table[:, :size], shifted[:, None, :], out=table[:, size : 2 * size])
         size *= 2
-        bit += 1
-    return table
+    return table.reshape(words, 256 * k)
+
+
+def xor_at_byte(cols: np.ndarray, value: np.ndarray, offset: int) -> None:
+    """cols ^= value · x^(8·offset), in place (value: (w, K) words)."""
+    wo, sh = divmod(offset, 8)
+    w = value.shape[0]
+    if sh == 0:
+        cols[wo : wo + w] ^= value
+        return
+    cols[wo : wo + w] ^= value << np.uint64(8 * sh)
+    cols[wo + 1 : wo + 1 + w] ^= value >> np.uint64(64 - 8 * sh)
 
 
 @lru_cache(maxsize=1)
-def nibble_quotient_tables() -> np.ndarray:
-    """[leading nibble of p − 8, leading nibble of the dividend] → quotient nibble.
-
-    Nibbles, not bytes: per-row tables of 16 multiples stay in cache; 256 per row did not.
-    """
-    table = np.zeros((8, 16), dtype=np.intp)
-    for v in range(8):
-        for q in range(16):
-            table[v, _clmul_small(q, 8 | v) >> 3] = q
+def byte_quotient_table() -> np.ndarray:
+    """(256, 256) int64: [divisor's eight leading bits, dividend's leading byte] → quotient byte."""
+    table = np.zeros((256, 256), dtype=np.int64)
+    for top in range(128, 256):
+        table[top] = quotient_table(top)
     return table
 
 
-def nibble_at(rows: np.ndarray, bit: int) -> np.ndarray:
-    """The four bits starting at `bit` of every row, as integers."""
-    wo, sh = divmod(bit, 64)
-    value = rows[:, wo] >> np.uint64(sh)
-    if sh > 60 and wo + 1 < rows.shape[1]:
-        value |= rows[:, wo + 1] << np.uint64(64 - sh)
-    return (value & np.uint64(15)).astype(np.intp)
+class ByteDivisor:
+    """K divisors p_r of one degree n (a multiple of 8) for word-major columns: reduce, multiply.
 
+    Holds each p_r's 256 byte multiples and its leading-byte → quotient lookup, as table indices.
+    """
 
-def xor_rows_at(rows: np.ndarray, value: np.ndarray, bit: int) -> None:
-    """rows ^= value << bit, in place."""
-    wo, sh = divmod(bit, 64)
-    w = value.shape[1]
-    if sh == 0:
-        rows[:, wo : wo + w] ^= value
-        return
-    rows[:, wo : wo + w] ^= value << np.uint64(sh)
-    rows[:, wo + 1 : wo + 1 + w] ^= value >> np.uint64(64 - sh)
+    def __init__(self, polys: Sequence[int], n: int) -> None:
+        if n % 8 or n < 8:
+            raise ValueError("byte-aligned division needs a degree that is a multiple of 8")
+        self.n = n
+        self.nb = n // 8
+        self.count = k = len(polys)
+        self.width = (self.nb + 8) // 8  # a byte multiple of p has nb + 1 bytes
+        self.table = byte_multiples(word_columns(polys, self.width))
+        self.rows = np.arange(k, dtype=np.intp)
+        # each row's offset into the shared quotient table (one row of 256 per leading divisor byte)
+        self.top = np.array([p >> (n - 7) for p in polys], dtype=np.int64) * 256
+        self.quot = byte_quotient_table().reshape(-1)
 
+    def index(self, byte_values: np.ndarray) -> np.ndarray:
+        """Table indices of byte_values[r]·(row r) for any table built by byte_multiples over K rows."""
+        return byte_values.astype(np.intp) * self.count + self.rows
 
-def divide_rows(
-    rows: np.ndarray, length: int, n: int, mult: np.ndarray, quot: np.ndarray
-) -> np.ndarray:
-    """In place: rows := rows mod p (per row), four quotient bits per step; returns the quotients."""
-    index = np.arange(rows.shape[0])
-    quotient = np.zeros((rows.shape[0], (length - n + 67) // 64 + 1), dtype=np.uint64)
-    s = ((length - n - 1) // 4) * 4
-    while s >= 0:
-        q = quot[index, nibble_at(rows, s + n)]
-        xor_rows_at(rows, mult[index, q], s)
-        xor_rows_at(quotient, q.astype(np.uint64)[:, None], s)
-        s -= 4
-    return quotient
+    def reduce(self, cols: np.ndarray, top: int, quotient: np.ndarray | None = None) -> None:
+        """In place: cols := cols mod p_r for dividends whose bytes lie below byte `top`.
+
+        cols needs `width` words of room above byte top − nb − 1; quotient bytes are XORed into
+        `quotient` (zeroed words) when given.
+        """
+        nb, table, quot, rows, k = self.nb, self.table, self.quot, self.rows, self.count
+        signed = cols.view(np.int64)  # int64 lanes: index arithmetic stays integer
+        for j in range(top - 1, nb - 1, -1):
+            lead = (signed[j // 8] >> (8 * (j % 8))) & 0xFF
+            q = np.take(quot, self.top + lead)
+            xor_at_byte(cols, np.take(table, q * k + rows, axis=1), j - nb)
+            if quotient is not None:
+                s = j - nb
+                quotient[s // 8] |= q.astype(np.uint64) << np.uint64(8 * (s % 8))
+
+    def mul_low(self, cols: np.ndarray) -> np.ndarray:
+        """cols_r · p_r mod x^n for (nb/8-word, K) columns; n must be a multiple of 64."""
+        nw = self.nb // 8
+        acc = np.zeros((nw + self.width + 1, self.count), dtype=np.uint64)
+        ff = np.uint64(0xFF)
+        for k in range(self.nb):
+            byte = (cols[k // 8] >> np.uint64(8 * (k % 8))) & ff
+            xor_at_byte(acc, np.take(self.table, self.index(byte), axis=1), k)
+        return acc[:nw].copy()
 
 
 class Modulus:

@@ -10,18 +10,16 @@ import blake3
 import numpy as np
 
 from qbfl.crypto.gf2 import (
+    ByteDivisor,
+    byte_multiples,
+    bytes_columns,
     degree,
-    divide_rows,
     divmod_bytes,
-    ints_from_rows,
+    ints_from_columns,
     is_irreducible,
-    multiples_rows,
     multiples_table,
-    nibble_at,
-    nibble_quotient_tables,
-    rows_from_ints,
-    shift_rows,
-    xor_rows_at,
+    word_columns,
+    xor_at_byte,
 )
 from qbfl.crypto.keysupply import PairwiseKeySupply
 
@@ -197,52 +195,44 @@ def lfsr_toeplitz_hash(poly: int, key: int, doc: bytes, n: int) -> int:
 
 
 # below this many hashes the vectorised path's fixed per-step numpy overhead costs more than it saves
-BATCH_MIN = 40
+BATCH_MIN = 16
 
 
 def lfsr_toeplitz_hash_many(
     polys: Sequence[int], keys: Sequence[int], docs: Sequence[bytes], n: int
 ) -> list[int]:
-    """lfsr_toeplitz_hash for many operations at once: the same identities, four bits at a time
-    across all rows with numpy tables (a round of QBA verifies hundreds of signatures together)."""
-    count = len(polys)
-    if count < BATCH_MIN or n < 8:
+    """lfsr_toeplitz_hash for many operations at once (a round of QBA verifies hundreds together)."""
+    if len(polys) < BATCH_MIN or n % 64:
         return [lfsr_toeplitz_hash(p, k, d, n) for p, k, d in zip(polys, keys, docs, strict=True)]
-    index = np.arange(count)
-    mw = (n + 4 + 63) // 64  # a nibble multiple of p
-    mult = multiples_rows(rows_from_ints(polys, (n + 64) // 64), 16, mw)
-    quot = nibble_quotient_tables()[
-        np.array([(p >> (n - 3)) & 7 for p in polys], dtype=np.intp)
-    ]  # per row: leading dividend nibble → quotient nibble
-    nw = (n + 63) // 64
-    # 1. R = D mod p
-    dpolys = [doc_polynomial(d) for d in docs]
-    length = max(n + 1, max(d.bit_length() for d in dpolys))
-    rem = rows_from_ints(dpolys, (length + 63) // 64 + mw + 1)
-    divide_rows(rem, length, n, mult, quot)
-    r = rem[:, :nw]
-    # 2. key·p mod x^n, four bits of the key at a time
-    key_rows = rows_from_ints(keys, nw)
-    low = np.zeros((count, nw + mw + 1), dtype=np.uint64)
-    for k in range(0, n, 4):
-        xor_rows_at(low, mult[index, nibble_at(key_rows, k)], k)
-    low = low[:, :nw].copy()
-    if n % 64:
-        low[:, -1] &= np.uint64((1 << (n % 64)) - 1)
-    # 3. E = ⌊low·x^(n−1) / p⌋ and B = key·x^(n−1) + E
-    xw = (2 * n + 63) // 64 + mw + 1
-    x = shift_rows(low, n - 1, xw)
-    e = divide_rows(x, 2 * n - 1, n, mult, quot)
-    bw = (2 * n + 63) // 64
-    b = shift_rows(key_rows, n - 1, bw)
-    b[:, : min(bw, e.shape[1])] |= e[:, : min(bw, e.shape[1])]
-    # 4. hash = (B·R ≫ (n−1)) mod x^n, four bits of R at a time
-    nib = multiples_rows(b, 16, bw + 1)
-    acc = np.zeros((count, nw + bw + 2), dtype=np.uint64)
-    for i in range(0, n, 4):
-        xor_rows_at(acc, nib[index, nibble_at(r, i)], i)
-    mask = (1 << n) - 1
-    return [(v >> (n - 1)) & mask for v in ints_from_rows(acc)]
+    return ints_from_columns(hash_columns(ByteDivisor(polys, n), word_columns(keys, n // 64), docs))
+
+
+def hash_columns(div: ByteDivisor, key_cols: np.ndarray, docs: Sequence[bytes]) -> np.ndarray:
+    """The identities of `lfsr_toeplitz_hash`, a byte per step across all rows: (n/64, K) hash words.
+
+    Byte-aligned throughout: with Q = ⌊(key·p mod x^n)·x^n / p⌋ = E·x + c (c one bit), B·x is
+    key·x^n + (Q with its lowest bit cleared), and the hash is bits n .. 2n − 1 of (B·x)·R.
+    """
+    nb, nw, width = div.nb, div.nb // 8, div.width
+    # 1. R = D mod p; D = doc bytes, then the marker byte 0x01 (doc_polynomial)
+    top = max(nb, max(len(d) for d in docs) + 1)
+    rem = bytes_columns([d + b"\x01" for d in docs], (top + 7) // 8 + width + 1)
+    div.reduce(rem, top)
+    # 2.-3. Q = ⌊(key·p mod x^n)·x^n / p⌋; b = B·x
+    x = np.zeros((2 * nw + width + 1, div.count), dtype=np.uint64)
+    x[nw : 2 * nw] = div.mul_low(key_cols)
+    b = np.zeros((2 * nw, div.count), dtype=np.uint64)
+    div.reduce(x, 2 * nb, quotient=b)
+    b[0] &= ~np.uint64(1)
+    b[nw:] = key_cols
+    # 4. (B·x)·R, a byte of B·x at a time through R's multiples; keep words nw..2nw−1
+    r_table = byte_multiples(np.vstack([rem[:nw], np.zeros((width - nw, div.count), np.uint64)]))
+    acc = np.zeros((2 * nw + width + 1, div.count), dtype=np.uint64)
+    ff = np.uint64(0xFF)
+    for k in range(2 * nb):
+        byte = (b[k // 8] >> np.uint64(8 * (k % 8))) & ff
+        xor_at_byte(acc, np.take(r_table, div.index(byte), axis=1), k)
+    return acc[nw : 2 * nw]
 
 
 def lfsr_toeplitz_hash_reference(poly: int, key: int, doc: bytes, n: int) -> int:

@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from qbfl.consensus.qba.adversary import QbaAdversary
 from qbfl.consensus.qba.dealing import TripleKeyDealer
 from qbfl.consensus.qba.messages import QbaMessage, QbaMode
-from qbfl.consensus.qba.participant import QbaParticipant, validate_setup
+from qbfl.consensus.qba.participant import (
+    QbaParticipant,
+    end_round_together,
+    flush_together,
+    validate_setup,
+)
 from qbfl.crypto.gf2 import PolynomialSource
 from qbfl.crypto.keysupply import PairwiseKeySupply
 from qbfl.crypto.qds import QdsParams
@@ -73,6 +78,7 @@ def run_qba(
         for m in committee
     }
     leader = members[committee[0]]
+    ordered = [members[m] for m in committee]
     queue: deque[QbaMessage] = deque(leader.start(leader_value))
     delivered = 0
     for r in range(1, leader.rounds + 1):
@@ -87,10 +93,13 @@ def run_qba(
                 delivered += 1
                 queue.extend(members[msg.recipient].on_message(msg))
             if batch:
-                for m in committee:
-                    queue.extend(members[m].flush())
-        for m in committee:
-            queue.extend(members[m].end_multicast_round(r))
+                # every member flushes when its inbox is empty; the checks of all are hashed together
+                queue.extend(flush_together(ordered))
+        if batch:
+            queue.extend(end_round_together(ordered, r))
+        else:
+            for m in committee:
+                queue.extend(members[m].end_multicast_round(r))
     honest = [m for m in committee if m not in set(faulty)]
     return QbaOutcome(
         outputs={m: members[m].output() for m in honest},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 from qbfl.consensus.qba.adversary import HonestAdversary, KeyChoice, QbaAdversary
 from qbfl.consensus.qba.dealing import TripleKeyDealer
@@ -82,8 +82,8 @@ class QbaParticipant:
         self.deviations: list[str] = []
         # batch: signature checks wait for flush() and run vectorised (same results, fewer passes)
         self._batch = batch
-        self._bob_queue: list[tuple[TripleId, bytes, int, int, int]] = []
-        self._charlie_queue: list[tuple[TripleId, bytes, int, int, int]] = []
+        self._bob_queue: list[QueuedCheck] = []
+        self._charlie_queue: list[QueuedCheck] = []
 
     # ------------------------------------------------------------------ sending
     def start(self, value: bytes) -> list[QbaMessage]:
@@ -115,22 +115,27 @@ class QbaParticipant:
         return todo
 
     def _emit(self, todo: list[tuple[TripleId, bytes, bool]]) -> list[QbaMessage]:
-        out: list[QbaMessage] = []
         if self._batch:
-            signatures = qds.sign_many(
-                [v for _, v, _ in todo],
-                [self._dealer.keys_for(t).alice for t, _, _ in todo],
-                [self._polys.take() for _ in todo],
-                self._params,
-            )
-            sigs = [
-                s.sig if ok else s.sig ^ 1 for s, (_, _, ok) in zip(signatures, todo, strict=True)
-            ]
-        else:
-            sigs = [self._signature(t, v, ok) for t, v, ok in todo]
-        for (triple, value, _), sig in zip(todo, sigs, strict=True):
+            return self._signed(todo, sign_batch([self._sign_inputs(todo)], self._params)[0])
+        return self._signed(todo, [self._signature(t, v, ok) for t, v, ok in todo])
+
+    def _sign_inputs(
+        self, todo: list[tuple[TripleId, bytes, bool]]
+    ) -> tuple[list[bytes], list[qds.SignerKeys], list[int]]:
+        """What the vectorised signer needs: values, own key shares, fresh polynomials (in order)."""
+        return (
+            [v for _, v, _ in todo],
+            [self._dealer.keys_for(t).alice for t, _, _ in todo],
+            [self._polys.take() for _ in todo],
+        )
+
+    def _signed(
+        self, todo: list[tuple[TripleId, bytes, bool]], sigs: list[int]
+    ) -> list[QbaMessage]:
+        out: list[QbaMessage] = []
+        for (triple, value, valid), sig in zip(todo, sigs, strict=True):
             self.signed += 1
-            out.append(SignedValue(triple, self.me, triple.bob, value, sig))
+            out.append(SignedValue(triple, self.me, triple.bob, value, sig if valid else sig ^ 1))
         return out
 
     def _signature(self, triple: TripleId, value: bytes, valid: bool) -> int:
@@ -247,15 +252,25 @@ class QbaParticipant:
 
     def flush(self) -> list[QbaMessage]:
         """Batch mode: run the queued signature checks together; returns Bob's announcements."""
+        return flush_together([self])
+
+    def _take_queues(self) -> tuple[list[QueuedCheck], list[QueuedCheck]]:
+        bobs, charlies = self._bob_queue, self._charlie_queue
+        self._bob_queue, self._charlie_queue = [], []
+        return bobs, charlies
+
+    def _apply_checks(
+        self,
+        bobs: list[QueuedCheck],
+        charlies: list[QueuedCheck],
+        verdicts: Iterator[qds.QdsVerdict],
+    ) -> list[QbaMessage]:
+        """Act on the verdicts of `_take_queues`' checks, in queue order (Bob's, then Charlie's)."""
         out: list[QbaMessage] = []
-        bobs, self._bob_queue = self._bob_queue, []
-        verdicts = qds.check_many([item[1:] for item in bobs], self._params)
-        for (t, doc, *_), verdict in zip(bobs, verdicts, strict=True):
-            out += self._after_bob_check(t, doc, verified=verdict is qds.QdsVerdict.ACCEPT)
-        charlies, self._charlie_queue = self._charlie_queue, []
-        verdicts = qds.check_many([item[1:] for item in charlies], self._params)
-        for (t, doc, *_), verdict in zip(charlies, verdicts, strict=True):
-            if verdict is qds.QdsVerdict.ACCEPT:
+        for t, doc, *_ in bobs:
+            out += self._after_bob_check(t, doc, verified=next(verdicts) is qds.QdsVerdict.ACCEPT)
+        for t, doc, *_ in charlies:
+            if next(verdicts) is qds.QdsVerdict.ACCEPT:
                 self._record(t, doc)
         return out
 
@@ -270,6 +285,10 @@ class QbaParticipant:
     # ---------------------------------------------------------------- round end
     def end_multicast_round(self, r: int) -> list[QbaMessage]:
         """Close multicast round r (the lock-step timeout); returns round r+1's signatures (paper mode)."""
+        return self._emit(self._close_round(r))
+
+    def _close_round(self, r: int) -> list[tuple[TripleId, bytes, bool]]:
+        """End round r; plan round r+1's signatures (paper mode relays) without signing them yet."""
         if r != self._round:
             raise ValueError(f"expected the end of round {self._round}, got {r}")
         if self._bob_queue or self._charlie_queue:
@@ -287,7 +306,7 @@ class QbaParticipant:
                 relay = majority(self._received.get(path, ()))
                 self._relayed[path] = relay
                 todo += self._plan(path + (self.me,), relay)
-        return self._emit(todo)
+        return todo
 
     def _paths(self, length: int) -> list[tuple[int, ...]]:
         """Primary paths of `length` (leader first) that do not contain this member."""
@@ -331,3 +350,52 @@ class QbaParticipant:
     @property
     def recorded(self) -> dict[TripleId, bytes]:
         return dict(self._recorded)
+
+
+QueuedCheck = tuple[TripleId, bytes, int, int, int]  # (operation, doc, sig, K_X, K_Y)
+
+
+def sign_batch(
+    inputs: Sequence[tuple[list[bytes], list[qds.SignerKeys], list[int]]], params: qds.QdsParams
+) -> list[list[int]]:
+    """Signatures for several signers' `_sign_inputs`, hashed in one vectorised batch."""
+    docs = [d for batch in inputs for d in batch[0]]
+    keys = [k for batch in inputs for k in batch[1]]
+    polys = [p for batch in inputs for p in batch[2]]
+    sigs = [s.sig for s in qds.sign_many(docs, keys, polys, params)]
+    out, start = [], 0
+    for batch in inputs:
+        out.append(sigs[start : start + len(batch[0])])
+        start += len(batch[0])
+    return out
+
+
+def end_round_together(members: Sequence[QbaParticipant], r: int) -> list[QbaMessage]:
+    """`end_multicast_round(r)` on every member, in order, with all their signing in one batch.
+
+    The in-memory driver's shortcut: each member still plans, takes its keys and polynomials and signs
+    only its own operations, in the same order as one call per member; only the arithmetic is pooled.
+    """
+    todos = [m._close_round(r) for m in members]
+    inputs = [m._sign_inputs(todo) for m, todo in zip(members, todos, strict=True)]
+    sigs = sign_batch(inputs, members[0]._params) if members else []
+    return [
+        msg for m, todo, s in zip(members, todos, sigs, strict=True) for msg in m._signed(todo, s)
+    ]
+
+
+def flush_together(members: Sequence[QbaParticipant]) -> list[QbaMessage]:
+    """`flush()` on every member, in order, with all their queued checks in one vectorised batch.
+
+    Each member's checks use only its own data and its verdicts are applied exactly as its own flush
+    would apply them; pooling the hashing across members is an in-memory simulation shortcut.
+    """
+    if not members:
+        return []
+    queues = [m._take_queues() for m in members]
+    items = [item[1:] for bobs, charlies in queues for item in (*bobs, *charlies)]
+    verdicts = iter(qds.check_many(items, members[0]._params))
+    out: list[QbaMessage] = []
+    for m, (bobs, charlies) in zip(members, queues, strict=True):
+        out += m._apply_checks(bobs, charlies, verdicts)
+    return out
