@@ -113,9 +113,8 @@ class QdsTripleResult:
 
 
 def _commit(context: bytes, role: bytes, x: int, y: int, n: int) -> bytes:
-    h = blake3.blake3(context + role)
-    h.update(x.to_bytes(n // 8 + 1, "little") + y.to_bytes(n // 4 + 1, "little"))
-    return h.digest(length=16)
+    data = context + role + x.to_bytes(n // 8 + 1, "little") + y.to_bytes(n // 4 + 1, "little")
+    return blake3.blake3(data).digest(length=16)
 
 
 def deal_triple_keys(
@@ -133,19 +132,59 @@ def deal_triple_keys(
     their XOR; the simulation draws each half from the pairwise supply and hands out the XOR.
     `context` names the operation so that commitments of different operations never coincide.
     """
-    if len({alice, bob, charlie}) != 3:
-        raise ValueError("a QDS triple needs three different nodes")
+    return deal_many_triple_keys(keys, [(alice, bob, charlie, context)], params)[0]
+
+
+def deal_many_triple_keys(
+    keys: PairwiseKeySupply, ops: Sequence[tuple[int, int, int, bytes]], params: QdsParams
+) -> list[TripleKeys]:
+    """`deal_triple_keys` for many (alice, bob, charlie, context) at once: one draw per key pair.
+
+    Each pair's bits are split among its operations in order, so every operation gets exactly the
+    bits that one `deal_triple_keys` call per operation, in this order, would have drawn.
+    """
     n = params.n
-    mask = (1 << n) - 1
-    kb = keys.take(alice, bob, 3 * n)
-    kc = keys.take(alice, charlie, 3 * n)
-    xb, yb = kb & mask, kb >> n
-    xc, yc = kc & mask, kc >> n
-    return TripleKeys(
-        alice=SignerKeys(x=xb ^ xc, y=yb ^ yc),
-        bob=VerifierKeys(x=xb, y=yb, partner_commitment=_commit(context, b"C", xc, yc, n)),
-        charlie=VerifierKeys(x=xc, y=yc, partner_commitment=_commit(context, b"B", xb, yb, n)),
+    chunk = 3 * n
+    uses: dict[tuple[int, int], int] = {}
+    for alice, bob, charlie, _ in ops:
+        if len({alice, bob, charlie}) != 3:
+            raise ValueError("a QDS triple needs three different nodes")
+        for other in (bob, charlie):
+            pair = (min(alice, other), max(alice, other))
+            uses[pair] = uses.get(pair, 0) + 1
+    # drawn in whole bytes per operation, as separate takes of 3n bits would be
+    step = 8 * ((chunk + 7) // 8)
+    drawn = (
+        {
+            pair: keys.take(pair[0], pair[1], step * (count - 1) + chunk)
+            for pair, count in uses.items()
+        }
+        if step == chunk
+        else None
     )
+    mask, whole = (1 << n) - 1, (1 << chunk) - 1
+    out = []
+    for alice, bob, charlie, context in ops:
+        if drawn is None:
+            kb, kc = keys.take(alice, bob, chunk), keys.take(alice, charlie, chunk)
+        else:
+            pb, pc = (min(alice, bob), max(alice, bob)), (min(alice, charlie), max(alice, charlie))
+            kb = drawn[pb] & whole
+            drawn[pb] >>= chunk
+            kc = drawn[pc] & whole
+            drawn[pc] >>= chunk
+        xb, yb = kb & mask, kb >> n
+        xc, yc = kc & mask, kc >> n
+        out.append(
+            TripleKeys(
+                alice=SignerKeys(x=xb ^ xc, y=yb ^ yc),
+                bob=VerifierKeys(x=xb, y=yb, partner_commitment=_commit(context, b"C", xc, yc, n)),
+                charlie=VerifierKeys(
+                    x=xc, y=yc, partner_commitment=_commit(context, b"B", xb, yb, n)
+                ),
+            )
+        )
+    return out
 
 
 def doc_polynomial(doc: bytes) -> int:
@@ -401,6 +440,7 @@ __all__ = [
     "bob_verify",
     "check_many",
     "charlie_verify",
+    "deal_many_triple_keys",
     "deal_triple_keys",
     "doc_polynomial",
     "forward",

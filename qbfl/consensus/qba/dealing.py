@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from qbfl.consensus.qba.messages import TripleId
 from qbfl.crypto.keysupply import PairwiseKeySupply
-from qbfl.crypto.qds import QdsParams, TripleKeys, deal_triple_keys
+from qbfl.crypto.qds import QdsParams, TripleKeys, deal_many_triple_keys
 
 
 class TripleKeyDealer:
@@ -24,16 +24,19 @@ class TripleKeyDealer:
     def keys_for(self, triple: TripleId) -> TripleKeys:
         dealt = self._dealt.get(triple)
         if dealt is None:
-            dealt = deal_triple_keys(
-                self._keys,
-                alice=triple.signer,
-                bob=triple.bob,
-                charlie=triple.charlie,
-                params=self.params,
-                context=triple.context(),
-            )
-            self._dealt[triple] = dealt
+            self.deal([triple])
+            dealt = self._dealt[triple]
         return dealt
+
+    def deal(self, triples: list[TripleId]) -> None:
+        """Draw the keys of every operation in `triples` not dealt yet, one supply call per key pair.
+
+        The same bits as one `keys_for` per operation in this order (deal_many_triple_keys).
+        """
+        fresh = list(dict.fromkeys(t for t in triples if t not in self._dealt))
+        ops = [(t.signer, t.bob, t.charlie, t.context()) for t in fresh]
+        for t, keys in zip(fresh, deal_many_triple_keys(self._keys, ops, self.params), strict=True):
+            self._dealt[t] = keys
 
     @property
     def operations(self) -> int:

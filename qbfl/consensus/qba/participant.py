@@ -123,6 +123,7 @@ class QbaParticipant:
         self, todo: list[tuple[TripleId, bytes, bool]]
     ) -> tuple[list[bytes], list[qds.SignerKeys], list[int]]:
         """What the vectorised signer needs: values, own key shares, fresh polynomials (in order)."""
+        self._dealer.deal([t for t, _, _ in todo])
         return (
             [v for _, v, _ in todo],
             [self._dealer.keys_for(t).alice for t, _, _ in todo],
@@ -146,16 +147,18 @@ class QbaParticipant:
     # ---------------------------------------------------------------- receiving
     def on_message(self, msg: QbaMessage) -> list[QbaMessage]:
         t = msg.triple
-        if msg.recipient != self.me or t.round != self._round or t.round > self.rounds:
+        r = len(t.path)  # t.round, without the property call: this runs four times per operation
+        if msg.recipient != self.me or r != self._round or r > self.rounds:
             return []  # not for us, or not this multicast round: lock-step model drops it
-        if isinstance(msg, SignedValue) and msg.sender == t.signer and self.me == t.bob:
-            return self._as_bob_received(msg)
-        if isinstance(msg, Forwarded) and msg.sender == t.bob and self.me == t.charlie:
-            return self._as_charlie_forwarded(msg)
-        if isinstance(msg, KeysRevealed) and msg.sender == t.charlie and self.me == t.bob:
-            return self._as_bob_keys(msg)
-        if isinstance(msg, Accepted) and msg.sender == t.bob and self.me == t.charlie:
-            self._as_charlie_accepted(msg)
+        kind = type(msg)
+        if kind is SignedValue and msg.sender == t.path[-1] and self.me == t.bob:
+            return self._as_bob_received(msg)  # type: ignore[arg-type]
+        if kind is Forwarded and msg.sender == t.bob and self.me == t.charlie:
+            return self._as_charlie_forwarded(msg)  # type: ignore[arg-type]
+        if kind is KeysRevealed and msg.sender == t.charlie and self.me == t.bob:
+            return self._as_bob_keys(msg)  # type: ignore[arg-type]
+        if kind is Accepted and msg.sender == t.bob and self.me == t.charlie:
+            self._as_charlie_accepted(msg)  # type: ignore[arg-type]
         return []
 
     def _as_bob_received(self, msg: SignedValue) -> list[QbaMessage]:

@@ -168,3 +168,20 @@ def test_vectorised_hash_sign_and_check_equal_the_scalar_ones(n: int) -> None:
         qds.QdsVerdict.REJECT_SIGNATURE if i % 3 == 0 else qds.QdsVerdict.ACCEPT
         for i in range(count)
     ]
+
+
+def test_batched_dealing_draws_the_same_bits_as_one_call_per_operation() -> None:
+    rng = random.Random(3)
+    ops = []
+    for i in range(40):
+        a, b, c = rng.sample(range(5), 3)
+        ops.append((a, b, c, f"op{i}".encode()))
+    one, many = SeededKeySupply(8), SeededKeySupply(8)
+    singly = [
+        qds.deal_triple_keys(one, alice=a, bob=b, charlie=c, params=PARAMS, context=ctx)
+        for a, b, c, ctx in ops
+    ]
+    assert qds.deal_many_triple_keys(many, ops, PARAMS) == singly
+    assert many.consumed_bits() == one.consumed_bits() == 40 * 768
+    with pytest.raises(ValueError):
+        qds.deal_many_triple_keys(many, [(1, 1, 2, b"")], PARAMS)
