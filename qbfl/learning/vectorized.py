@@ -15,7 +15,7 @@ from torch.func import functional_call, grad, vmap
 from qbfl.errors import InvalidUpdate
 from qbfl.learning.attacks import Attack
 from qbfl.learning.mpo import MPOLinear
-from qbfl.learning.training import TrainConfig, batch_order, check_finite
+from qbfl.learning.training import TrainConfig, batch_order
 
 Params = dict[str, torch.Tensor]
 
@@ -343,7 +343,8 @@ class VectorizedClients:
     def train_round(self, global_params: torch.Tensor, *, round: int) -> torch.Tensor:
         """Every client's update d_i = w_i − w_global for this round: (N, P) float32 on the CPU.
 
-        Row i is client i's update after its attack (if any). Momentum starts from zero
+        Row i is client i's update after its attack (if any), NaN/Inf where that client's
+        training diverged. Momentum starts from zero
         each round, as in `train_local` (stateless clients, Section 4.3).
         """
         template = {name: p.detach() for name, p in self._model.named_parameters()}
@@ -359,7 +360,8 @@ class VectorizedClients:
                 clients = range(lo, min(lo + self.chunk_size, self.n_clients))
                 chunks.append(self._train_chunk(start, clients, round).cpu())
         updates = torch.cat(chunks)
-        check_finite(updates, "a client update")
+        # A client whose SGD diverged yields a non-finite row; train_local would raise for that
+        # client alone, so the caller decides (the simulator drops it like a missing upload).
         for i, attack in self.attacks.items():
             updates[i] = attack.poison_update(
                 updates[i], round=round, generator=self._attack_gens[i]

@@ -104,7 +104,13 @@ def simulate(
     with rounds_path.open("w") as log:
 
         def on_round(record: RoundRecord) -> None:
-            log.write(json.dumps(record.__dict__ | {"selected": list(record.selected)}) + "\n")
+            log.write(
+                json.dumps(
+                    record.__dict__
+                    | {"selected": list(record.selected), "dropped": list(record.dropped)}
+                )
+                + "\n"
+            )
             log.flush()
             eps = f"  eps {record.epsilon:.2f}" if dp else ""
             click.echo(
@@ -112,6 +118,7 @@ def simulate(
                 f"loss {record.loss:.4f}  {record.seconds:5.2f}s  stake honest "
                 f"{_stake(record.honest_stake)} malicious {_stake(record.malicious_stake)}  "
                 f"malicious selected {100 * record.malicious_selected:.0f}%{eps}"
+                + (f"  diverged {list(record.dropped)}" if record.dropped else "")
             )
 
         try:

@@ -116,6 +116,7 @@ class RoundRecord:
     malicious_stake: float  # mean stake of malicious clients (nan when there are none)
     malicious_selected: float  # fraction of the selected clients that are malicious
     epsilon: float  # ε spent by one client so far (0 without DP)
+    dropped: tuple[int, ...] = ()  # clients whose local training diverged (no upload this round)
 
 
 @dataclass(frozen=True)
@@ -267,9 +268,22 @@ def run_simulation(
     for rnd in range(config.total_rounds):
         start = clock()
         updates = clients.train_round(weights, round=rnd).numpy()
-        result = aggregator.aggregate(
-            updates, client_ids=ids, stakes=stakes.copy(), f=f, previous=previous
-        )
+        # A client whose local SGD diverged (NaN/Inf) uploads nothing this round, as a node
+        # whose train_local raised would; the others are aggregated as usual.
+        finite = np.isfinite(updates).all(axis=1)
+        dropped = tuple(int(i) for i in np.flatnonzero(~finite))
+        if dropped:
+            result = aggregator.aggregate(
+                updates[finite],
+                client_ids=[i for i in ids if finite[i]],
+                stakes=stakes[finite].copy(),
+                f=f,
+                previous=previous,
+            )
+        else:
+            result = aggregator.aggregate(
+                updates, client_ids=ids, stakes=stakes.copy(), f=f, previous=previous
+            )
         weights = weights + torch.from_numpy(result.update)
         previous = result.update
         selected = list(result.selected)
@@ -287,6 +301,7 @@ def run_simulation(
             malicious_stake=float(stakes[is_bad].mean()) if is_bad.any() else math.nan,
             malicious_selected=n_bad_selected / len(selected) if selected else 0.0,
             epsilon=clients.spent_epsilon(),
+            dropped=dropped,
         )
         records.append(record)
         if on_round is not None:

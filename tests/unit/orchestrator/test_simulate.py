@@ -80,3 +80,24 @@ def test_fedavg_without_attack_learns() -> None:
     # Chance is 0.1; the truncated MPO init learns slowly at first (DESIGN.md §4): seen 0.47.
     assert accuracy[-1] > 0.3 and accuracy[-1] > accuracy[0]
     assert len(result.records[-1].selected) == 6
+
+
+def test_diverged_client_is_dropped_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from qbfl.learning.vectorized import VectorizedClients
+
+    real = VectorizedClients.train_round
+
+    def diverging(self: VectorizedClients, weights: torch.Tensor, *, round: int) -> torch.Tensor:
+        updates = real(self, weights, round=round)
+        updates[1] = float("nan")
+        return updates
+
+    monkeypatch.setattr(VectorizedClients, "train_round", diverging)
+    config = SimulationConfig(**TINY, aggregator="fedavg")  # type: ignore[arg-type]
+    result = run_simulation(config)
+    for record in result.records:
+        assert record.dropped == (1,)
+        assert 1 not in record.selected and len(record.selected) == 5
+        assert math.isfinite(record.loss)
