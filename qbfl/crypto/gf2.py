@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Protocol
-
-import numpy as np
 
 from qbfl.errors import QbflError
 
@@ -117,119 +115,6 @@ def divmod_bytes(a: int, p: int, multiples: list[int]) -> tuple[int, int]:
             q |= qb << s
         s -= 8
     return q, a
-
-
-# ---- the same arithmetic on many polynomials at once ----
-# Word-major layout: a batch of K polynomials is a (words, K) uint64 array, word w of every row
-# contiguous, so each step is a few ufuncs over K contiguous values. Degrees that are multiples of 8
-# let a division eat one byte of quotient per step through per-row tables of 256 multiples.
-
-
-def word_columns(values: Sequence[int], words: int) -> np.ndarray:
-    """(words, len(values)) uint64: value r's little-endian words in column r."""
-    raw = b"".join(v.to_bytes(8 * words, "little") for v in values)
-    return np.frombuffer(raw, dtype="<u8").reshape(len(values), words).T.copy()
-
-
-def bytes_columns(data: Sequence[bytes], words: int) -> np.ndarray:
-    """(words, len(data)) uint64 from byte strings of at most 8·words bytes (zero-padded)."""
-    raw = b"".join(d + bytes(8 * words - len(d)) for d in data)
-    return np.frombuffer(raw, dtype="<u8").reshape(len(data), words).T.copy()
-
-
-def ints_from_columns(cols: np.ndarray) -> list[int]:
-    raw = np.ascontiguousarray(cols.T, dtype="<u8").tobytes()
-    step = 8 * cols.shape[0]
-    return [int.from_bytes(raw[i : i + step], "little") for i in range(0, len(raw), step)]
-
-
-def byte_multiples(cols: np.ndarray) -> np.ndarray:
-    """out[w, q·K + r] = word w of q·cols[:, r] (carry-less) for every byte q.
-
-    Every column's degree must stay below 64·words − 7. Built by doubling: entries [2^i, 2^(i+1))
-    are entries [0, 2^i) XOR column·x^i, one contiguous block per step.
-    """
-    words, k = cols.shape
-    table = np.empty((words, 256, k), dtype=np.uint64)
-    table[:, 0] = 0
-    table[:, 1] = cols
-    size = 2
-    for bit in range(1, 8):
-        shifted = cols << np.uint64(bit)
-        shifted[1:] |= cols[:-1] >> np.uint64(64 - bit)
-        np.bitwise_xor(table[:, :size], shifted[:, None, :], out=table[:, size : 2 * size])
-        size *= 2
-    return table.reshape(words, 256 * k)
-
-
-def xor_at_byte(cols: np.ndarray, value: np.ndarray, offset: int) -> None:
-    """cols ^= value · x^(8·offset), in place (value: (w, K) words)."""
-    wo, sh = divmod(offset, 8)
-    w = value.shape[0]
-    if sh == 0:
-        cols[wo : wo + w] ^= value
-        return
-    cols[wo : wo + w] ^= value << np.uint64(8 * sh)
-    cols[wo + 1 : wo + 1 + w] ^= value >> np.uint64(64 - 8 * sh)
-
-
-@lru_cache(maxsize=1)
-def byte_quotient_table() -> np.ndarray:
-    """(256, 256) int64: [divisor's eight leading bits, dividend's leading byte] → quotient byte."""
-    table = np.zeros((256, 256), dtype=np.int64)
-    for top in range(128, 256):
-        table[top] = quotient_table(top)
-    return table
-
-
-class ByteDivisor:
-    """K divisors p_r of one degree n (a multiple of 8) for word-major columns: reduce, multiply.
-
-    Holds each p_r's 256 byte multiples and its leading-byte → quotient lookup, as table indices.
-    """
-
-    def __init__(self, polys: Sequence[int], n: int) -> None:
-        if n % 8 or n < 8:
-            raise ValueError("byte-aligned division needs a degree that is a multiple of 8")
-        self.n = n
-        self.nb = n // 8
-        self.count = k = len(polys)
-        self.width = (self.nb + 8) // 8  # a byte multiple of p has nb + 1 bytes
-        self.table = byte_multiples(word_columns(polys, self.width))
-        self.rows = np.arange(k, dtype=np.intp)
-        # each row's offset into the shared quotient table (one row of 256 per leading divisor byte)
-        self.top = np.array([p >> (n - 7) for p in polys], dtype=np.int64) * 256
-        self.quot = byte_quotient_table().reshape(-1)
-
-    def index(self, byte_values: np.ndarray) -> np.ndarray:
-        """Table indices of byte_values[r]·(row r) for any table built by byte_multiples over K rows."""
-        return byte_values.astype(np.intp) * self.count + self.rows
-
-    def reduce(self, cols: np.ndarray, top: int, quotient: np.ndarray | None = None) -> None:
-        """In place: cols := cols mod p_r for dividends whose bytes lie below byte `top`.
-
-        cols needs `width` words of room above byte top − nb − 1; quotient bytes are XORed into
-        `quotient` (zeroed words) when given.
-        """
-        nb, table, quot, rows, k = self.nb, self.table, self.quot, self.rows, self.count
-        signed = cols.view(np.int64)  # int64 lanes: index arithmetic stays integer
-        for j in range(top - 1, nb - 1, -1):
-            lead = (signed[j // 8] >> (8 * (j % 8))) & 0xFF
-            q = np.take(quot, self.top + lead)
-            xor_at_byte(cols, np.take(table, q * k + rows, axis=1), j - nb)
-            if quotient is not None:
-                s = j - nb
-                quotient[s // 8] |= q.astype(np.uint64) << np.uint64(8 * (s % 8))
-
-    def mul_low(self, cols: np.ndarray) -> np.ndarray:
-        """cols_r · p_r mod x^n for (nb/8-word, K) columns; n must be a multiple of 64."""
-        nw = self.nb // 8
-        acc = np.zeros((nw + self.width + 1, self.count), dtype=np.uint64)
-        ff = np.uint64(0xFF)
-        for k in range(self.nb):
-            byte = (cols[k // 8] >> np.uint64(8 * (k % 8))) & ff
-            xor_at_byte(acc, np.take(self.table, self.index(byte), axis=1), k)
-        return acc[:nw].copy()
 
 
 class Modulus:
@@ -429,7 +314,13 @@ class PolynomialPool:
         """Offline: draw `count` fresh irreducible polynomials into the pool."""
         if count < 0:
             raise ValueError("count must be non-negative")
-        self._ready.extend(random_irreducible(self.n, self._rng) for _ in range(count))
+        if self.n % 64 == 0 and count > 1:
+            # numpy-batched sieve and Rabin test (gf2_columns imports this module, hence here)
+            from qbfl.crypto.gf2_columns import random_irreducibles
+
+            self._ready.extend(random_irreducibles(self.n, count, self._rng))
+        else:
+            self._ready.extend(random_irreducible(self.n, self._rng) for _ in range(count))
         self.prepared += count
 
     def add(self, polys: Iterable[int]) -> None:

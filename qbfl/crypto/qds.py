@@ -9,15 +9,12 @@ from dataclasses import dataclass
 import blake3
 import numpy as np
 
-from qbfl.crypto.gf2 import (
+from qbfl.crypto.gf2 import degree, divmod_bytes, is_irreducible, multiples_table
+from qbfl.crypto.gf2_columns import (
     ByteDivisor,
     byte_multiples,
     bytes_columns,
-    degree,
-    divmod_bytes,
     ints_from_columns,
-    is_irreducible,
-    multiples_table,
     word_columns,
     xor_at_byte,
 )

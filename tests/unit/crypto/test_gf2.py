@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qbfl.crypto import gf2
+from qbfl.crypto import gf2, gf2_columns
 
 # x^128 + x^7 + x^2 + x + 1 (the GCM polynomial) and x^64 + x^4 + x^3 + x + 1 are irreducible
 GCM = (1 << 128) | 0b10000111
@@ -93,3 +93,27 @@ def test_byte_division_agrees_with_bitwise(a: int, p: int) -> None:
     q, r = gf2.divmod_bytes(a, p, gf2.multiples_table(p))
     assert r == gf2.poly_mod(a, p)
     assert gf2.clmul(q, p) ^ r == a
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=(1 << 64) - 1), min_size=1, max_size=40))
+def test_batched_sieve_and_rabin_agree_with_the_scalar_test(lows: list[int]) -> None:
+    # degree-64 candidates, plus products of two degree-32 irreducibles: those pass the sieve and
+    # x^(2^64) ≡ x, so only Rabin's gcd step rejects them
+    rng = random.Random(len(lows))
+    halves = [gf2.random_irreducible(32, rng) for _ in range(2)]
+    polys = [(1 << 64) | v | 1 for v in lows] + [gf2.clmul(*halves), X64]
+    assert gf2_columns.sieve_small_factors(polys, 64) == [
+        not gf2.has_small_factor(p) for p in polys
+    ]
+    assert gf2_columns.irreducible_flags(polys, 64) == [gf2.is_irreducible(p) for p in polys]
+
+
+def test_batched_generation_is_seeded_and_starts_like_the_scalar_stream() -> None:
+    batch = gf2_columns.random_irreducibles(128, 6, random.Random(11))
+    assert batch == gf2_columns.random_irreducibles(128, 6, random.Random(11))
+    assert batch[0] == gf2.random_irreducible(128, random.Random(11))
+    assert len(set(batch)) == 6 and all(gf2.is_irreducible(p) for p in batch)
+    pool = gf2.PolynomialPool(128, rng=random.Random(4))
+    pool.prepare(5)
+    assert pool.prepared == len(pool) == 5
