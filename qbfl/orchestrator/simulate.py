@@ -272,7 +272,10 @@ def run_simulation(
         # whose train_local raised would; the others are aggregated as usual.
         finite = np.isfinite(updates).all(axis=1)
         dropped = tuple(int(i) for i in np.flatnonzero(~finite))
-        if dropped:
+        if not finite.any():
+            # Every client diverged: no block this round, the global model stays as it was.
+            selected: list[int] = []
+        else:
             result = aggregator.aggregate(
                 updates[finite],
                 client_ids=[i for i in ids if finite[i]],
@@ -280,14 +283,10 @@ def run_simulation(
                 f=f,
                 previous=previous,
             )
-        else:
-            result = aggregator.aggregate(
-                updates, client_ids=ids, stakes=stakes.copy(), f=f, previous=previous
-            )
-        weights = weights + torch.from_numpy(result.update)
-        previous = result.update
-        selected = list(result.selected)
-        stakes[selected] += 1.0
+            weights = weights + torch.from_numpy(result.update)
+            previous = result.update
+            selected = list(result.selected)
+            stakes[selected] += 1.0
         load_flat_(eval_model, weights.to(device))
         accuracy, loss = evaluate(eval_model, test, device)
         n_bad_selected = int(is_bad[selected].sum()) if selected else 0

@@ -101,3 +101,24 @@ def test_diverged_client_is_dropped_not_fatal(monkeypatch: pytest.MonkeyPatch) -
         assert record.dropped == (1,)
         assert 1 not in record.selected and len(record.selected) == 5
         assert math.isfinite(record.loss)
+
+
+def test_round_where_every_client_diverged_keeps_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from qbfl.learning.vectorized import VectorizedClients
+
+    real = VectorizedClients.train_round
+
+    def diverging(self: VectorizedClients, weights: torch.Tensor, *, round: int) -> torch.Tensor:
+        updates = real(self, weights, round=round)
+        if round == 1:
+            updates[:] = float("inf")
+        return updates
+
+    monkeypatch.setattr(VectorizedClients, "train_round", diverging)
+    config = SimulationConfig(**TINY | {"rounds": 3}, aggregator="fedavg")  # type: ignore[arg-type]
+    first, second, third = run_simulation(config).records
+    assert second.selected == () and len(second.dropped) == 6
+    assert second.accuracy == first.accuracy and second.loss == first.loss
+    assert len(third.selected) == 6
