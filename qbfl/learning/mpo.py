@@ -224,3 +224,54 @@ class MPOLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_dims={self.in_dims}, out_dims={self.out_dims}, chi={self.chi}"
+
+
+def _squared_norm_exponent(core: torch.Tensor) -> int | None:
+    """E with ‖core‖² in [2^(E−1), 2^E): an exactly rounded sum (math.fsum), so every CPU agrees."""
+    values = core.detach().to("cpu", torch.float64).reshape(-1).tolist()
+    total = math.fsum(v * v for v in values)
+    if not (math.isfinite(total) and total > 0):
+        return None
+    return math.frexp(total)[1]
+
+
+def gauge_shifts(cores: Sequence[torch.Tensor]) -> list[int]:
+    """Power-of-two gauge that evens out the core norms: core k is scaled by 2^s_k with Σ s_k = 0.
+
+    Only integer arithmetic on the exponents of exactly rounded squared norms, so the
+    result is the same on every platform; scaling by a power of two is exact in floating
+    point, so the contracted weight is bit-for-bit unchanged (barring under/overflow).
+    Afterwards the squared-norm exponents differ by at most 2, i.e. any two core norms are
+    within a factor 2^1.5 < 2.83 of each other. All zeros when a core is zero or not finite.
+    """
+    exps = [_squared_norm_exponent(c) for c in cores]
+    if len(cores) < 2 or any(e is None for e in exps):
+        return [0] * len(cores)
+    levels = [int(e) for e in exps if e is not None]
+    shifts = [0] * len(cores)
+    while True:
+        hi = max(range(len(levels)), key=lambda k: (levels[k], -k))
+        lo = min(range(len(levels)), key=lambda k: (levels[k], k))
+        # Moving one factor 2 from the largest to the smallest core changes their squared-norm
+        # exponents by ∓2; it narrows the spread only while the gap is at least 3.
+        if levels[hi] - levels[lo] < 3:
+            return shifts
+        shifts[hi] -= 1
+        shifts[lo] += 1
+        levels[hi] -= 2
+        levels[lo] += 2
+
+
+def rebalance_(layer: MPOLinear) -> list[int]:
+    """Apply `gauge_shifts` to the layer's cores in place (function-preserving); returns the shifts.
+
+    The MPO product is invariant under G_k -> c_k G_k with Π c_k = 1, but the gradient of one
+    core scales with the other cores' norms, so an uneven split of the same weight trains
+    with a larger effective step on some cores. Evening the norms removes that freedom.
+    """
+    shifts = gauge_shifts(layer.cores)
+    with torch.no_grad():
+        for core, s in zip(layer.cores, shifts, strict=True):
+            if s:
+                core.mul_(2.0**s)
+    return shifts

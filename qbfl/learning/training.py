@@ -23,6 +23,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     batch_size: int = 50
     epochs: int = 1
+    # Per-step clip of the whole gradient's L2 norm (torch.nn.utils.clip_grad_norm_), before
+    # weight decay and momentum; None: no clipping (the paper's setting).
+    clip_norm: float | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -35,6 +38,10 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.clip_norm is not None and not (
+            math.isfinite(self.clip_norm) and self.clip_norm > 0
+        ):
+            raise ValueError(f"clip_norm must be positive or None, got {self.clip_norm}")
 
 
 TASK_TRAIN_CONFIG = {"mnist": TrainConfig(lr=0.05), "fashion-mnist": TrainConfig(lr=0.02)}
@@ -108,6 +115,8 @@ def train_local(
                     raise InvalidUpdate(f"training loss became {float(loss.detach())}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if cfg.clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
                 optimizer.step()
         update = flatten_params(model) - w_old
         check_finite(update)

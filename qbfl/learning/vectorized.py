@@ -279,6 +279,16 @@ class VectorizedClients:
             out[name] = (summed + std * noise) / self.cfg.batch_size
         return out
 
+    def _clipped(self, grads: Params, max_norm: float) -> Params:
+        """torch.nn.utils.clip_grad_norm_ per client: scale by min(1, C / (‖g‖ + 1e-6))."""
+        first = grads[self._names[0]]
+        c = first.shape[0]
+        sq = torch.zeros(c, device=first.device, dtype=first.dtype)
+        for name in self._names:
+            sq += grads[name].reshape(c, -1).pow(2).sum(dim=1)
+        coef = (max_norm / (sq.sqrt() + _CLIP_EPS)).clamp(max=1.0)
+        return {name: g * coef.reshape(c, *([1] * (g.ndim - 1))) for name, g in grads.items()}
+
     # -- one round -----------------------------------------------------------------------
 
     def _orders(self, clients: range) -> list[torch.Tensor]:
@@ -323,6 +333,8 @@ class VectorizedClients:
                 grads = self._grad_fn(params, x, y)
                 if self.dp is not None:
                     grads = self._private_grad(grads)
+                elif cfg.clip_norm is not None:
+                    grads = self._clipped(grads, cfg.clip_norm)
                 # torch.optim.SGD (dampening 0, no Nesterov), as train_local's optimizer does it.
                 for name in self._names:
                     d_p = grads[name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from qbfl.aggregation.registry import AGGREGATORS, get_aggregator
 from qbfl.learning.attacks import ATTACKS, get_attack
 from qbfl.learning.data import DATASETS, ImageDataset, load_dataset
 from qbfl.learning.models import MODELS, TASK_MODEL, build_model, flatten_params, load_flat_
+from qbfl.learning.mpo import MPOLinear, rebalance_
 from qbfl.learning.partition import client_indices
 from qbfl.learning.training import TASK_TRAIN_CONFIG, select_device
 from qbfl.learning.vectorized import VectorDPConfig, VectorizedClients
@@ -50,6 +52,9 @@ class SimulationConfig:
     dp_epsilon: float = 4.0  # Section 5.2: (ε = 4, δ = 1e-5)
     dp_delta: float = 1e-5
     max_grad_norm: float = 1.0
+    # Deviations from the paper's optimiser, off by default; see docs/bench-simulator.md.
+    rebalance: bool = False  # even out MPO core norms after each applied update (mpo.rebalance_)
+    clip_norm: float | None = None  # per-step gradient-norm clip in local training
     data_dir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -81,6 +86,10 @@ class SimulationConfig:
             raise ValueError(f"dp_delta must be in (0, 1), got {self.dp_delta}")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
             raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
+        if self.clip_norm is not None and not (
+            math.isfinite(self.clip_norm) and self.clip_norm > 0
+        ):
+            raise ValueError(f"clip_norm must be positive or None, got {self.clip_norm}")
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
             raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:N")
 
@@ -117,6 +126,10 @@ class RoundRecord:
     malicious_selected: float  # fraction of the selected clients that are malicious
     epsilon: float  # ε spent by one client so far (0 without DP)
     dropped: tuple[int, ...] = ()  # clients whose local training diverged (no upload this round)
+    # Frobenius norms after this round: each parameter tensor, each MPO layer's contracted
+    # weight ("<layer>.W"), the global update ("update") and the largest client update
+    # ("client_update_max"); they show a growing core before the loss does.
+    norms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,6 +227,15 @@ def evaluate(
     return correct / n, loss / n
 
 
+def model_norms(model: nn.Module) -> dict[str, float]:
+    """Frobenius norm of every parameter and of every MPO layer's contracted weight."""
+    norms = {name: float(p.detach().norm()) for name, p in model.named_parameters()}
+    for name, module in model.named_modules():
+        if isinstance(module, MPOLinear):
+            norms[f"{name}.W"] = float(module.to_dense().detach().norm())
+    return norms
+
+
 def run_simulation(
     config: SimulationConfig,
     *,
@@ -246,7 +268,7 @@ def run_simulation(
         model,
         images,
         labels,
-        TASK_TRAIN_CONFIG[config.task],
+        dataclasses.replace(TASK_TRAIN_CONFIG[config.task], clip_norm=config.clip_norm),
         seeds=[derive_seed(config.seed, 1, i) for i in range(config.nodes)],
         attacks={i: attack for i in bad},
         device=device,
@@ -288,7 +310,20 @@ def run_simulation(
             selected = list(result.selected)
             stakes[selected] += 1.0
         load_flat_(eval_model, weights.to(device))
+        if config.rebalance and selected:
+            # Every node applies the block's update, then the same deterministic gauge fix.
+            for module in eval_model.modules():
+                if isinstance(module, MPOLinear):
+                    rebalance_(module)
+            weights = flatten_params(eval_model)
         accuracy, loss = evaluate(eval_model, test, device)
+        norms = model_norms(eval_model)
+        norms["update"] = (
+            float(np.linalg.norm(previous)) if selected and previous is not None else 0.0
+        )
+        norms["client_update_max"] = (
+            float(np.linalg.norm(updates[finite], axis=1).max()) if finite.any() else math.nan
+        )
         n_bad_selected = int(is_bad[selected].sum()) if selected else 0
         record = RoundRecord(
             round=rnd + 1,
@@ -301,6 +336,7 @@ def run_simulation(
             malicious_selected=n_bad_selected / len(selected) if selected else 0.0,
             epsilon=clients.spent_epsilon(),
             dropped=dropped,
+            norms=norms,
         )
         records.append(record)
         if on_round is not None:

@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from qbfl.learning.mpo import MPOLinear, bond_dims, contract, mpo_param_count, rank_bounds, tt_svd
+from qbfl.learning.mpo import (
+    MPOLinear,
+    bond_dims,
+    contract,
+    gauge_shifts,
+    mpo_param_count,
+    rank_bounds,
+    rebalance_,
+    tt_svd,
+)
 
 
 @st.composite
@@ -143,3 +152,34 @@ def test_invalid_shapes(in_dims: tuple[int, ...], out_dims: tuple[int, ...], chi
 def test_matrix_shape_must_factor() -> None:
     with pytest.raises(ValueError, match="factor"):
         tt_svd(torch.zeros(10, 10), (2, 4), (2, 5), None)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(-20, 20), min_size=4, max_size=4), st.integers(0, 2**31 - 1))
+def test_rebalance_keeps_the_output_and_bounds_core_norm_ratios(
+    log_scales: list[int], seed: int
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    layer = MPOLinear((4, 7, 7, 4), (4, 4, 4, 4), 8, generator=g)
+    # Push the gauge far off balance (product changes too, which does not matter here).
+    with torch.no_grad():
+        for core, e in zip(layer.cores, log_scales, strict=True):
+            core.mul_(2.0**e)
+    x = torch.randn(5, 784, generator=g)
+    before_out, before_w = layer(x).detach(), layer.to_dense().detach()
+    shifts = rebalance_(layer)
+    assert sum(shifts) == 0
+    # Power-of-two factors are exact: the weight is bit-for-bit the same, the output to float tolerance.
+    assert torch.equal(layer.to_dense().detach(), before_w)
+    torch.testing.assert_close(layer(x).detach(), before_out, rtol=1e-6, atol=1e-6)
+    norms = [float(c.detach().norm()) for c in layer.cores]
+    assert max(norms) / min(norms) < 2**1.5
+    assert rebalance_(layer) == [0, 0, 0, 0]  # idempotent
+
+
+def test_gauge_shifts_move_weight_from_the_largest_to_the_smallest_core() -> None:
+    ones = torch.ones(1, 2, 2, 1)  # squared norm 4 = 2^2, frexp exponent 3
+    cores = [ones * 2.0**6, ones, ones * 2.0**-6]
+    assert gauge_shifts(cores) == [-6, 0, 6]
+    assert gauge_shifts([ones, ones * 2.0]) == [0, 0]  # already within the band
+    assert gauge_shifts([ones, torch.zeros(1, 2, 2, 1)]) == [0, 0]  # a zero core: leave it

@@ -121,3 +121,22 @@ def test_dp_uses_opacus_sigma_and_spends_the_budget() -> None:
     assert eps[0] < eps[1] < eps[2] <= 4.0 + 1e-6
     assert eps[2] > 3.5  # the calibrated σ spends (nearly) the whole budget in the planned rounds
     assert not torch.allclose(update, plain, atol=1e-4)
+
+
+def test_gradient_clipping_matches_train_local_and_changes_the_update() -> None:
+    images, labels = _data(2, 80, seed=4)
+    model = build_model("fcnn-mpo", seed=0)
+    clipped, plain = TrainConfig(lr=0.05, clip_norm=0.2), TrainConfig(lr=0.05)
+    weights = flatten_params(model)
+    got = VectorizedClients(model, images, labels, clipped, seeds=[5, 6]).train_round(
+        weights, round=0
+    )
+    unclipped = VectorizedClients(model, images, labels, plain, seeds=[5, 6]).train_round(
+        weights, round=0
+    )
+    for i, seed in enumerate([5, 6]):
+        gen = torch.Generator().manual_seed(seed)
+        want = train_local(model, images[i], labels[i], clipped, generator=gen, device=CPU)
+        torch.testing.assert_close(got[i], want, atol=ATOL, rtol=0)
+    # random labels give gradients far above 0.2, so clipping must shrink the step
+    assert float(got.norm()) < 0.8 * float(unclipped.norm())
