@@ -6,6 +6,8 @@ import importlib
 
 import click
 
+from qbfl.command_line import QbflGroup
+
 # name -> module under qbfl.bench that defines a click command named `command`
 BENCHMARKS: dict[str, str] = {
     "table1": "qbfl.bench.table1",
@@ -19,7 +21,7 @@ BENCHMARKS: dict[str, str] = {
 }
 
 
-class LazyBenchGroup(click.Group):
+class LazyBenchGroup(QbflGroup):
     """A group whose subcommands are imported only when run, so `--help` stays fast."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:

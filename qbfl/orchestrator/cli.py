@@ -10,11 +10,12 @@ from pathlib import Path
 import click
 
 from qbfl.aggregation.registry import AGGREGATORS
+from qbfl.command_line import QbflGroup
 from qbfl.learning.attacks import ATTACKS
 from qbfl.learning.data import DATASETS
 
 
-@click.group(help="Launch and measure QBFL networks.")
+@click.group(cls=QbflGroup, help="Launch and measure QBFL networks.")
 def main() -> None:
     pass
 
