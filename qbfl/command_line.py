@@ -14,11 +14,15 @@ EXIT_MISSING_DATA = 3
 
 
 class QbflCommandError(click.ClickException):
-    """A QbflError reported to a person: `error: <message>` on stderr, no traceback."""
+    """A QbflError reported to a person: `Error: <message>` on stderr, no traceback."""
 
-    def __init__(self, error: QbflError) -> None:
-        super().__init__(str(error))
-        self.exit_code = EXIT_MISSING_DATA if isinstance(error, DatasetNotFound) else EXIT_ERROR
+    exit_code = EXIT_ERROR
+
+
+class MissingDataError(QbflCommandError):
+    """The datasets are not installed: exit 3, so scripts can tell it from other failures."""
+
+    exit_code = EXIT_MISSING_DATA
 
 
 class QbflGroup(click.Group):
@@ -29,5 +33,7 @@ class QbflGroup(click.Group):
             return super().invoke(ctx)
         except ConfigError as exc:
             raise click.UsageError(str(exc), ctx) from exc
+        except DatasetNotFound as exc:
+            raise MissingDataError(str(exc)) from exc
         except QbflError as exc:
-            raise QbflCommandError(exc) from exc
+            raise QbflCommandError(str(exc)) from exc
