@@ -14,6 +14,7 @@ from torch.func import functional_call, grad, vmap
 
 from qbfl.errors import InvalidUpdate
 from qbfl.learning.attacks import Attack
+from qbfl.learning.models import LeNet5
 from qbfl.learning.mpo import MPOLinear
 from qbfl.learning.training import TrainConfig, batch_order
 
@@ -152,6 +153,37 @@ def _with_fast_contraction(model: nn.Module, *, input_side: bool = False) -> nn.
     return model
 
 
+class _DenseHead(nn.Module):
+    """LeNet-5's fully connected part (fc1–fc3 with ReLU), sharing the model's layers and names."""
+
+    def __init__(self, model: LeNet5) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = model.fc1, model.fc2, model.fc3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+def _grouped_conv_pool(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: int
+) -> torch.Tensor:
+    """conv–ReLU–maxpool2 of C clients at once: h (B, C·C_in, H, W), weight (C, C_out, C_in, k, k).
+
+    One conv2d with groups = C on the channel-stacked input: group c sees only client c's
+    channels and weights, so each client's result is its own convolution. channels_last
+    is ~30 % faster here for these few channels per group (measured on the 2-core VM).
+    """
+    c, c_out = weight.shape[:2]
+    out = F.conv2d(
+        h.contiguous(memory_format=torch.channels_last),
+        weight.reshape(c * c_out, *weight.shape[2:]).contiguous(memory_format=torch.channels_last),
+        bias.reshape(c * c_out),
+        padding=padding,
+        groups=c,
+    )
+    return F.max_pool2d(F.relu(out), 2)
+
+
 def _stack(params: Params, n: int) -> Params:
     return {k: v.unsqueeze(0).expand(n, *v.shape).clone() for k, v in params.items()}
 
@@ -240,6 +272,7 @@ class VectorizedClients:
             self.accountant = DPAccountant(
                 dp, sample_rate=min(1.0, cfg.batch_size / samples), steps_per_round=steps
             )
+        self._head = _DenseHead(self._model) if isinstance(self._model, LeNet5) else None
         self._grad_fn = self._build_grad_fn()
 
     # -- per-step gradients ------------------------------------------------------------
@@ -247,7 +280,33 @@ class VectorizedClients:
     def _loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(functional_call(self._model, params, (x,)), y)
 
+    def _lenet_grads(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
+        """Per-client gradients of LeNet-5 (C clients): grouped convolutions, vmap over the FC head.
+
+        vmap over conv2d was ~95 % of a Fashion-MNIST step. Here the two convolutions of all
+        C clients are single grouped conv2d calls and the head is vmapped; one backward of
+        Σ_c mean-CE_c gives each client its own gradient (clients share no parameter).
+        """
+        head_module = self._head
+        if head_module is None:
+            raise TypeError("_lenet_grads needs a LeNet5 model")
+        c, b = y.shape
+        with torch.enable_grad():
+            leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            h = x.transpose(0, 1).reshape(b, c * x.shape[2], *x.shape[3:])
+            h = _grouped_conv_pool(h, leaves["conv1.weight"], leaves["conv1.bias"], padding=2)
+            h = _grouped_conv_pool(h, leaves["conv2.weight"], leaves["conv2.bias"], padding=0)
+            feats = h.reshape(b, c, -1).transpose(0, 1)  # (C, B, 400), LeNet's flatten order
+            head = {k: v for k, v in leaves.items() if not k.startswith("conv")}
+            logits = vmap(lambda p, f: functional_call(head_module, p, (f,)))(head, feats)
+            # Σ_c mean_b CE: the gradient wrt client c's parameters is client c's mean-loss gradient.
+            loss = F.cross_entropy(logits.reshape(c * b, -1), y.reshape(-1), reduction="sum") / b
+            grads = torch.autograd.grad(loss, list(leaves.values()))
+        return dict(zip(leaves, grads, strict=True))
+
     def _build_grad_fn(self) -> Callable[..., Params]:
+        if self.dp is None and self._head is not None:
+            return self._lenet_grads
         if self.dp is None:
             # (C clients) x (batch): one batched forward/backward per step.
             return vmap(grad(self._loss))  # type: ignore[no-any-return]

@@ -29,7 +29,7 @@ def _data(n_clients: int, samples: int, seed: int) -> tuple[torch.Tensor, torch.
     return images, labels
 
 
-@pytest.mark.parametrize("model_name", ["fcnn-mpo", "cnn-mpo", "fcnn"])
+@pytest.mark.parametrize("model_name", ["fcnn-mpo", "cnn-mpo", "fcnn", "cnn"])
 def test_matches_train_local_per_client(model_name: str) -> None:
     # 130 samples: two full batches of 50 and a short one of 30, like 775 = 15·50 + 25.
     images, labels = _data(3, 130, seed=1)
