@@ -105,22 +105,34 @@ def distributed(dataset: str, model_name: str, rounds: int, seed: int) -> dict[s
     type=click.Choice(["mnist", "fashion-mnist"]),
     help="default both",
 )
+@click.option(
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    type=click.Choice(["centralized", "distributed"]),
+    help="default both (centralized is 200-300 full-data epochs: hours here)",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cached-only", is_flag=True, help="print what the cache holds; run nothing")
 @click.option(
     "--json", "as_json", is_flag=True, help="print the JSON document instead of the table"
 )
 def command(
-    rounds: int | None, datasets: tuple[str, ...], seed: int, cached_only: bool, as_json: bool
+    rounds: int | None,
+    datasets: tuple[str, ...],
+    scenarios: tuple[str, ...],
+    seed: int,
+    cached_only: bool,
+    as_json: bool,
 ) -> None:
     from qbfl.bench.report import emit
     from qbfl.bench.table3 import CACHE_ROOT, cache_key, cached_run
-    from qbfl.orchestrator.simulate import TASK_ROUNDS
+    from qbfl.orchestrator.simulate import TASK_ROUNDS, SimulationConfig
 
     rows = []
     for dataset in datasets or ("mnist", "fashion-mnist"):
         r = rounds or TASK_ROUNDS[dataset]
-        for scenario in ("centralized", "distributed"):
+        for scenario in scenarios or ("centralized", "distributed"):
             for variant in ("original", "mpo"):
                 model_name = MODEL_NAMES[(dataset, variant)]
                 doc = {
@@ -131,6 +143,9 @@ def command(
                     "seed": seed,
                     "nodes": 50,
                 }
+                if scenario == "distributed":
+                    # the simulator's local-training clip (docs/bench-simulator.md) changes results
+                    doc["clip_norm"] = SimulationConfig().clip_norm
                 if cached_only and not (CACHE_ROOT / "table2" / f"{cache_key(doc)}.json").is_file():
                     continue
                 run = centralized if scenario == "centralized" else distributed

@@ -26,6 +26,8 @@ TINY = dict(task="mnist", nodes=6, rounds=2, samples_per_client=60, test_samples
         ("samples_per_client", 0, "samples_per_client"),
         ("dp_epsilon", -1.0, "dp_epsilon"),
         ("device", "tpu", "device"),
+        ("clip_norm", 0.0, "clip_norm"),
+        ("clip_norm", float("nan"), "clip_norm"),
     ],
 )
 def test_config_rejects_bad_values(field: str, value: object, match: str) -> None:
@@ -40,6 +42,8 @@ def test_config_defaults_follow_the_paper() -> None:
     assert (mnist.total_rounds, fashion.total_rounds) == (200, 300)
     assert mnist.fault_tolerance == 20  # ⌊0.4·50⌋
     assert (mnist.model_name, fashion.model_name) == ("fcnn-mpo", "cnn-mpo")
+    # the one deliberate deviation: local SGD steps are clipped (docs/bench-simulator.md)
+    assert mnist.clip_norm == 5.0 and not mnist.rebalance
 
 
 def test_malicious_ids_are_a_seeded_choice() -> None:
@@ -122,3 +126,15 @@ def test_round_where_every_client_diverged_keeps_the_model(monkeypatch: pytest.M
     assert second.selected == () and len(second.dropped) == 6
     assert second.accuracy == first.accuracy and second.loss == first.loss
     assert len(third.selected) == 6
+
+
+def test_rebalancing_keeps_the_function_and_norms_are_recorded() -> None:
+    plain = run_simulation(SimulationConfig(**(TINY | {"rounds": 1})))  # type: ignore[arg-type]
+    balanced = run_simulation(SimulationConfig(**(TINY | {"rounds": 1}), rebalance=True))  # type: ignore[arg-type]
+    a, b = plain.records[0], balanced.records[0]
+    # Power-of-two gauge factors leave the contracted weights bit-identical.
+    assert (a.accuracy, a.loss) == (b.accuracy, b.loss)
+    assert a.norms["fc1.W"] == b.norms["fc1.W"] > 0
+    cores = [b.norms[f"fc1.core{k}"] for k in range(4)]
+    assert max(cores) / min(cores) < 2**1.5
+    assert b.norms["update"] > 0 and b.norms["client_update_max"] >= b.norms["update"]
