@@ -34,16 +34,48 @@ def _zscore(values: np.ndarray) -> np.ndarray:
     return np.array([(x - mu) / sigma for x in data], dtype=np.float64)
 
 
+def _robust_zscore(values: np.ndarray) -> np.ndarray:
+    """(x − median)/(1.4826·MAD): a z-score that one huge outlier cannot stretch.
+
+    With the mean/σ of Eq. 9, a single update of norm 1e17 inflates σ(v2) so much that a second
+    outlier of norm 1e12 scores like an honest update and can be kept (seen in a 200-round MNIST
+    run, docs/aggregation.md). Median and MAD come from sorted lists: order-free, bit-exact.
+    Falls back to the plain z-score when the MAD is 0 (more than half the values tie).
+    """
+    data = sorted(values.tolist())
+
+    def median(xs: list[float]) -> float:
+        mid = len(xs) // 2
+        return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2.0
+
+    med = median(data)
+    mad = median(sorted(abs(x - med) for x in data))
+    if mad == 0.0:
+        return _zscore(values)
+    scale = 1.4826 * mad  # σ of a normal distribution from its MAD
+    return np.array([(x - med) / scale for x in values.tolist()], dtype=np.float64)
+
+
+NORMALISATIONS = {"zscore": _zscore, "robust": _robust_zscore}
+
+
 def qbfl_scores(
-    updates: np.ndarray, *, previous: np.ndarray | None, f: int
+    updates: np.ndarray, *, previous: np.ndarray | None, f: int, normalisation: str = "zscore"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Alg. 2 lines 1–5 for each row: (v1, v2, v), each (N,) float64.
 
     v1(i) = cos(d_i, previous) (Eq. 7); 0 when previous is None or zero (first round) or d_i is zero.
     v2(i) = Σ of Euclidean distances to the N − f − 1 nearest other rows (Eq. 8).
-    v(i)  = z(v1)(i) − z(v2)(i) (Eq. 9), z over all candidates.
+    v(i)  = z(v1)(i) − z(v2)(i) (Eq. 9), z over all candidates; `normalisation="robust"` uses
+    median/MAD instead of mean/σ (beyond the paper, see _robust_zscore).
     Permutation-equivariant bit for bit: row i's values depend only on the multiset of rows.
     """
+    try:
+        normalise = NORMALISATIONS[normalisation]
+    except KeyError:
+        raise ConfigError(
+            f"unknown normalisation {normalisation!r}; choose one of {sorted(NORMALISATIONS)}"
+        ) from None
     rows = np.ascontiguousarray(updates, dtype=np.float64)
     n = rows.shape[0]
     nearest = n - f - 1
@@ -68,7 +100,7 @@ def qbfl_scores(
         # Eq. 8: k → i ranges over the N − f − 1 closest other updates.
         v2[i] = math.fsum(np.sort(others)[:nearest].tolist())
 
-    v = _zscore(v1) - _zscore(v2)  # Eq. 9
+    v = normalise(v1) - normalise(v2)  # Eq. 9
     return v1, v2, v
 
 
@@ -81,6 +113,7 @@ class QbflAggregator:
     """
 
     name = "qbfl"
+    normalisation = "zscore"  # Eq. 9 as written
 
     def aggregate(
         self,
@@ -95,7 +128,9 @@ class QbflAggregator:
             updates, client_ids=client_ids, stakes=stakes, f=f, previous=previous
         )
         require_clients(self.name, inputs.n, inputs.f, inputs.f + 3, "f + 3")
-        _, _, v = qbfl_scores(inputs.rows, previous=inputs.previous, f=inputs.f)
+        _, _, v = qbfl_scores(
+            inputs.rows, previous=inputs.previous, f=inputs.f, normalisation=self.normalisation
+        )
         keep = inputs.n - inputs.f - 2
         # Alg. 2 line 6: keep the N − f − 2 largest v; rows are in id order, so ties → lower id.
         ranked = sorted(range(inputs.n), key=lambda i: (-v[i], i))
@@ -106,3 +141,11 @@ class QbflAggregator:
             update=mean.astype(np.float32),
             selected=tuple(inputs.client_ids[i] for i in chosen),
         )
+
+
+@dataclass(frozen=True)
+class RobustQbflAggregator(QbflAggregator):
+    """Alg. 2 with Eq. 9's z-scores taken over median/MAD, so one huge update cannot mask another."""
+
+    name = "qbfl-robust"
+    normalisation = "robust"

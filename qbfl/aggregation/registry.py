@@ -8,7 +8,7 @@ from qbfl.aggregation.base import Aggregator
 from qbfl.aggregation.fedavg import FedAvg
 from qbfl.aggregation.krum import Krum
 from qbfl.aggregation.median import Median
-from qbfl.aggregation.qbfl_rule import QbflAggregator
+from qbfl.aggregation.qbfl_rule import QbflAggregator, RobustQbflAggregator
 from qbfl.aggregation.trimmed_mean import TrimmedMean
 
 AGGREGATORS: dict[str, type] = {
@@ -17,6 +17,7 @@ AGGREGATORS: dict[str, type] = {
     Median.name: Median,
     Krum.name: Krum,
     QbflAggregator.name: QbflAggregator,
+    RobustQbflAggregator.name: RobustQbflAggregator,
 }
 
 

@@ -72,7 +72,8 @@ def test_output_shape_dtype_and_selection(r: dict, name: str) -> None:
     assert np.isfinite(out.update).all()
     assert list(out.selected) == sorted(set(out.selected))
     assert set(out.selected) <= set(r["ids"])
-    expected = {"krum": 1, "qbfl": r["n"] - r["f"] - 2}.get(name, r["n"])
+    keep = r["n"] - r["f"] - 2
+    expected = {"krum": 1, "qbfl": keep, "qbfl-robust": keep}.get(name, r["n"])
     assert len(out.selected) == expected
 
 
