@@ -111,7 +111,10 @@ class QdsTripleResult:
 
 def _commit(context: bytes, role: bytes, x: int, y: int, n: int) -> bytes:
     data = context + role + x.to_bytes(n // 8 + 1, "little") + y.to_bytes(n // 4 + 1, "little")
-    return blake3.blake3(data).digest(length=16)
+    return _blake3(data).digest(16)
+
+
+_blake3 = blake3.blake3
 
 
 def deal_triple_keys(
@@ -159,17 +162,28 @@ def deal_many_triple_keys(
         if step == chunk
         else None
     )
-    mask, whole = (1 << n) - 1, (1 << chunk) - 1
+    mask = (1 << n) - 1
+    # each pair's draw as bytes, sliced per operation: shifting one big integer per operation would
+    # copy the whole remaining draw every time (quadratic in a round's operations)
+    raw = (
+        None
+        if drawn is None
+        else {
+            pair: (v.to_bytes(step // 8 * uses[pair], "little"), [0]) for pair, v in drawn.items()
+        }
+    )
+    size = step // 8
     out = []
     for alice, bob, charlie, context in ops:
-        if drawn is None:
+        if raw is None:
             kb, kc = keys.take(alice, bob, chunk), keys.take(alice, charlie, chunk)
         else:
-            pb, pc = (min(alice, bob), max(alice, bob)), (min(alice, charlie), max(alice, charlie))
-            kb = drawn[pb] & whole
-            drawn[pb] >>= chunk
-            kc = drawn[pc] & whole
-            drawn[pc] >>= chunk
+            data, at = raw[(alice, bob) if alice < bob else (bob, alice)]
+            kb = int.from_bytes(data[at[0] : at[0] + size], "little")
+            at[0] += size
+            data, at = raw[(alice, charlie) if alice < charlie else (charlie, alice)]
+            kc = int.from_bytes(data[at[0] : at[0] + size], "little")
+            at[0] += size
         xb, yb = kb & mask, kb >> n
         xc, yc = kc & mask, kc >> n
         out.append(
@@ -299,14 +313,20 @@ def sign_many(
     docs: Sequence[bytes], keys: Sequence[SignerKeys], polys: Sequence[int], params: QdsParams
 ) -> list[QdsSignature]:
     """`sign` for many operations, hashing them in one vectorised batch."""
+    sigs = signature_ints(docs, keys, polys, params)
+    return [QdsSignature(doc=d, sig=s) for d, s in zip(docs, sigs, strict=True)]
+
+
+def signature_ints(
+    docs: Sequence[bytes], keys: Sequence[SignerKeys], polys: Sequence[int], params: QdsParams
+) -> list[int]:
+    """The Sig values of `sign_many`, without wrapping each in a QdsSignature (QBA's hot path)."""
     n = params.n
-    if any(degree(p) != n for p in polys):
+    if any(p.bit_length() != n + 1 for p in polys):  # degree(p) != n
         raise ValueError(f"p_a must have degree {n}")
+    top = 1 << n
     hashes = lfsr_toeplitz_hash_many(polys, [k.x for k in keys], docs, n)
-    return [
-        QdsSignature(doc=d, sig=(h | ((p ^ (1 << n)) << n)) ^ k.y)
-        for d, k, p, h in zip(docs, keys, polys, hashes, strict=True)
-    ]
+    return [(h | ((p ^ top) << n)) ^ k.y for k, p, h in zip(keys, polys, hashes, strict=True)]
 
 
 def check_many(items: Sequence[tuple[bytes, int, int, int]], params: QdsParams) -> list[QdsVerdict]:
@@ -450,4 +470,5 @@ __all__ = [
     "run_qds_triple",
     "sign",
     "sign_many",
+    "signature_ints",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,44 @@ def run_qba(
     `batch`: members check signatures together whenever their inbox is empty (vectorised hashing);
     outputs are identical either way.
     """
+    # a paper-mode 9/4 instance allocates ~10^5 short-lived, acyclic objects (messages, ids, keys);
+    # the cyclic collector would rescan the growing live set many times over (15-30 % of the run
+    # measured) while reference counting alone frees them: pause it for the run, restore it after
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(
+            mode=mode,
+            committee=committee,
+            leader_value=leader_value,
+            f=f,
+            keys=keys,
+            polys=polys,
+            adversary=adversary,
+            faulty=faulty,
+            params=params,
+            intercept=intercept,
+            batch=batch,
+        )
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _run(
+    *,
+    mode: QbaMode,
+    committee: Sequence[int],
+    leader_value: bytes,
+    f: int,
+    keys: PairwiseKeySupply,
+    polys: PolynomialSource | Mapping[int, PolynomialSource],
+    adversary: QbaAdversary | None,
+    faulty: Collection[int],
+    params: QdsParams | None,
+    intercept: Interceptor | None,
+    batch: bool,
+) -> QbaOutcome:
     validate_setup(committee, f, mode)
     unknown = set(faulty) - set(committee)
     if unknown:

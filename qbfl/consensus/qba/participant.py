@@ -365,7 +365,7 @@ def sign_batch(
     docs = [d for batch in inputs for d in batch[0]]
     keys = [k for batch in inputs for k in batch[1]]
     polys = [p for batch in inputs for p in batch[2]]
-    sigs = [s.sig for s in qds.sign_many(docs, keys, polys, params)]
+    sigs = qds.signature_ints(docs, keys, polys, params)
     out, start = [], 0
     for batch in inputs:
         out.append(sigs[start : start + len(batch[0])])
