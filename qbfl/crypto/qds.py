@@ -398,14 +398,24 @@ def revealed_keys_match(
     revealed: QdsKeyReveal, own: VerifierKeys, params: QdsParams, *, context: bytes = b""
 ) -> bool:
     """Bob's first check: do Charlie's revealed key bits match the commitment dealt to Bob?"""
-    return _commit(context, b"C", revealed.x, revealed.y, params.n) == own.partner_commitment
+    return charlie_bits_match(revealed.x, revealed.y, own, params.n, context)
 
 
 def keys_match(
     forwarded: QdsForward, own: VerifierKeys, params: QdsParams, *, context: bytes = b""
 ) -> bool:
     """Charlie's first check: do Bob's forwarded key bits match the commitment dealt to Charlie?"""
-    return _commit(context, b"B", forwarded.x, forwarded.y, params.n) == own.partner_commitment
+    return bob_bits_match(forwarded.x, forwarded.y, own, params.n, context)
+
+
+def charlie_bits_match(x: int, y: int, own: VerifierKeys, n: int, context: bytes) -> bool:
+    """`revealed_keys_match` on bare key bits (QBA's hot path builds no QdsKeyReveal)."""
+    return _commit(context, b"C", x, y, n) == own.partner_commitment
+
+
+def bob_bits_match(x: int, y: int, own: VerifierKeys, n: int, context: bytes) -> bool:
+    """`keys_match` on bare key bits (QBA's hot path builds no QdsForward)."""
+    return _commit(context, b"B", x, y, n) == own.partner_commitment
 
 
 def charlie_verify(
@@ -454,7 +464,9 @@ __all__ = [
     "SignerKeys",
     "TripleKeys",
     "VerifierKeys",
+    "bob_bits_match",
     "bob_verify",
+    "charlie_bits_match",
     "check_many",
     "charlie_verify",
     "deal_many_triple_keys",

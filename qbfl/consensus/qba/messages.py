@@ -28,13 +28,14 @@ class TripleId:
     bob: int
     charlie: int
 
+    def __post_init__(self) -> None:
+        # every message lookup hashes its operation id (~15 per QDS operation) and four checks need
+        # its context bytes: compute both once per id (fields stay the public, compared ones)
+        object.__setattr__(self, "_hash", hash((self.path, self.bob, self.charlie)))
+        object.__setattr__(self, "_context", _context(self.path, self.bob, self.charlie))
+
     def __hash__(self) -> int:
-        # every message lookup hashes its operation id (~17 per QDS operation): compute it once
-        cached: int | None = self.__dict__.get("_hash")
-        if cached is None:
-            cached = hash((self.path, self.bob, self.charlie))
-            object.__setattr__(self, "_hash", cached)
-        return cached
+        return self._hash  # type: ignore[attr-defined, no-any-return]
 
     @property
     def signer(self) -> int:
@@ -47,7 +48,7 @@ class TripleId:
 
     def context(self) -> bytes:
         """Canonical bytes naming the operation (binds key commitments to it)."""
-        return _context(self.path, self.bob, self.charlie)
+        return self._context  # type: ignore[attr-defined, no-any-return]
 
     def __str__(self) -> str:
         return f"({'→'.join(map(str, self.path))}; Bob {self.bob}, Charlie {self.charlie})"

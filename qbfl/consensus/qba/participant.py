@@ -63,6 +63,7 @@ class QbaParticipant:
         self.f = f
         self.mode = mode
         self.rounds = f if mode is QbaMode.PAPER else 1
+        self._paper = mode is QbaMode.PAPER
         self._dealer = dealer
         self._params = dealer.params
         self._polys = polys
@@ -75,8 +76,9 @@ class QbaParticipant:
         self._relayed: dict[tuple[int, ...], bytes | None] = {}
         self._recorded: dict[TripleId, bytes] = {}
         self._direct: dict[TripleId, bytes] = {}
-        self._bob_pending: dict[TripleId, tuple[bytes, int]] = {}
-        self._charlie_pending: dict[TripleId, Forwarded] = {}
+        # pending operations keep the member's own key share: one dealer lookup per role, not two
+        self._bob_pending: dict[TripleId, tuple[bytes, int, qds.VerifierKeys]] = {}
+        self._charlie_pending: dict[TripleId, tuple[Forwarded, qds.VerifierKeys]] = {}
         self.excluded: set[int] = set()  # members proven faulty (wrong or withheld key bits)
         self.signed = 0  # QDS operations this member started as signer
         self.deviations: list[str] = []
@@ -163,8 +165,8 @@ class QbaParticipant:
 
     def _as_bob_received(self, msg: SignedValue) -> list[QbaMessage]:
         t = msg.triple
-        if t in self._direct or t in self._bob_pending:
-            return []  # one signature per operation
+        if t in self._direct:
+            return []  # one signature per operation (a pending one is in _direct too)
         self._direct[t] = msg.doc
         own = self._dealer.keys_for(t).bob
         doc, sig, x, y = msg.doc, msg.sig, own.x, own.y
@@ -184,7 +186,7 @@ class QbaParticipant:
             if choice.alter_keys:
                 x ^= 1
                 self.deviations.append(f"{t}: Bob forwards wrong key bits")
-        self._bob_pending[t] = (msg.doc, msg.sig)
+        self._bob_pending[t] = (msg.doc, msg.sig, own)
         return [Forwarded(t, self.me, t.charlie, doc, sig, x, y)]
 
     def _as_charlie_forwarded(self, msg: Forwarded) -> list[QbaMessage]:
@@ -192,11 +194,10 @@ class QbaParticipant:
         if t in self._charlie_pending or t in self._recorded:
             return []
         own = self._dealer.keys_for(t).charlie
-        claimed = qds.QdsForward(msg.doc, msg.sig, msg.x, msg.y)
-        if not qds.keys_match(claimed, own, self._params, context=t.context()):
+        if not qds.bob_bits_match(msg.x, msg.y, own, self._params.n, t.context()):
             self.excluded.add(msg.sender)  # Bob's key bits contradict the dealt commitment
             return []
-        self._charlie_pending[t] = msg
+        self._charlie_pending[t] = (msg, own)
         x, y = own.x, own.y
         if self.faulty:
             choice = self._adversary.reveal(self.me, t)
@@ -213,17 +214,19 @@ class QbaParticipant:
         pending = self._bob_pending.pop(t, None)
         if pending is None:
             return []
-        doc, sig = pending
-        own = self._dealer.keys_for(t).bob
-        revealed = qds.QdsKeyReveal(msg.x, msg.y)
-        if not qds.revealed_keys_match(revealed, own, self._params, context=t.context()):
+        doc, sig, own = pending
+        if not qds.charlie_bits_match(msg.x, msg.y, own, self._params.n, t.context()):
             self.excluded.add(msg.sender)  # Charlie's key bits contradict the dealt commitment
             return self._after_bob_check(t, doc, verified=False)
         if self._batch:
             self._bob_queue.append((t, doc, sig, own.x ^ msg.x, own.y ^ msg.y))
             return []
         verdict = qds.bob_verify(
-            qds.QdsSignature(doc, sig), own, revealed, self._params, context=t.context()
+            qds.QdsSignature(doc, sig),
+            own,
+            qds.QdsKeyReveal(msg.x, msg.y),
+            self._params,
+            context=t.context(),
         )
         return self._after_bob_check(t, doc, verified=verdict is qds.QdsVerdict.ACCEPT)
 
@@ -239,10 +242,10 @@ class QbaParticipant:
 
     def _as_charlie_accepted(self, msg: Accepted) -> None:
         t = msg.triple
-        fwd = self._charlie_pending.pop(t, None)
-        if fwd is None:
+        pending = self._charlie_pending.pop(t, None)
+        if pending is None:
             return
-        own = self._dealer.keys_for(t).charlie
+        fwd, own = pending
         if self._batch:
             # the forwarded key bits already matched the commitment when the forward arrived
             self._charlie_queue.append((t, fwd.doc, fwd.sig, own.x ^ fwd.x, own.y ^ fwd.y))
@@ -270,20 +273,22 @@ class QbaParticipant:
     ) -> list[QbaMessage]:
         """Act on the verdicts of `_take_queues`' checks, in queue order (Bob's, then Charlie's)."""
         out: list[QbaMessage] = []
-        for t, doc, *_ in bobs:
-            out += self._after_bob_check(t, doc, verified=next(verdicts) is qds.QdsVerdict.ACCEPT)
-        for t, doc, *_ in charlies:
-            if next(verdicts) is qds.QdsVerdict.ACCEPT:
-                self._record(t, doc)
+        accept = qds.QdsVerdict.ACCEPT
+        for check in bobs:
+            out += self._after_bob_check(check[0], check[1], verified=next(verdicts) is accept)
+        for check in charlies:
+            if next(verdicts) is accept:
+                self._record(check[0], check[1])
         return out
 
     def _record(self, t: TripleId, doc: bytes) -> None:
-        if self.mode is QbaMode.PAPER and t.round > 1 and self._relayed.get(t.path[:-1]) != doc:
+        path = t.path
+        if self._paper and len(path) > 1 and self._relayed.get(path[:-1]) != doc:
             # App. A.2 consistency check: the relayed message must match what this member itself
             # received from the primary one depth earlier; otherwise it is not recorded
             return
         self._recorded[t] = doc
-        self._received.setdefault(t.path, []).append(doc)
+        self._received.setdefault(path, []).append(doc)
 
     # ---------------------------------------------------------------- round end
     def end_multicast_round(self, r: int) -> list[QbaMessage]:
