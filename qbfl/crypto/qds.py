@@ -147,11 +147,12 @@ def deal_many_triple_keys(
     chunk = 3 * n
     uses: dict[tuple[int, int], int] = {}
     for alice, bob, charlie, _ in ops:
-        if len({alice, bob, charlie}) != 3:
+        if alice in (bob, charlie) or bob == charlie:
             raise ValueError("a QDS triple needs three different nodes")
-        for other in (bob, charlie):
-            pair = (min(alice, other), max(alice, other))
-            uses[pair] = uses.get(pair, 0) + 1
+        pair = (alice, bob) if alice < bob else (bob, alice)
+        uses[pair] = uses.get(pair, 0) + 1
+        pair = (alice, charlie) if alice < charlie else (charlie, alice)
+        uses[pair] = uses.get(pair, 0) + 1
     # drawn in whole bytes per operation, as separate takes of 3n bits would be
     step = 8 * ((chunk + 7) // 8)
     drawn = (

@@ -122,15 +122,19 @@ def _run(
     delivered = 0
     for r in range(1, leader.rounds + 1):
         while queue:
-            while queue:
-                msg = queue.popleft()
-                if intercept is not None:
-                    changed = intercept(msg)
+            if intercept is None:
+                # the plain path, ~35 000 messages at paper 9/4: no per-message hook test
+                while queue:
+                    msg = queue.popleft()
+                    delivered += 1
+                    queue.extend(members[msg.recipient].on_message(msg))
+            else:
+                while queue:
+                    changed = intercept(queue.popleft())
                     if changed is None:
                         continue
-                    msg = changed
-                delivered += 1
-                queue.extend(members[msg.recipient].on_message(msg))
+                    delivered += 1
+                    queue.extend(members[changed.recipient].on_message(changed))
             if batch:
                 # every member flushes when its inbox is empty; the checks of all are hashed together
                 queue.extend(flush_together(ordered))
