@@ -1,4 +1,4 @@
-"""All clients' local round at once: torch.func vmap over stacked parameters (Section 4.3, DESIGN.md §5 step 2)."""
+"""All clients' local round at once: batched GEMMs over stacked parameters, vmap for DP (Section 4.3, DESIGN.md §5 step 2)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,16 @@ from torch.func import functional_call, grad, vmap
 
 from qbfl.errors import InvalidUpdate
 from qbfl.learning.attacks import Attack
-from qbfl.learning.models import LeNet5
+from qbfl.learning.models import FCNN, LeNet5
 from qbfl.learning.mpo import MPOLinear
 from qbfl.learning.training import TrainConfig, batch_order
 
 Params = dict[str, torch.Tensor]
+
+# Without DP: "batched" (batched GEMMs over per-client dense weights, the default) or "vmap"
+# (torch.func.vmap over the input-side forward: the first vectorised version, kept to measure
+# against). With DP, per-sample gradients always come from vmap.
+METHODS = ("batched", "vmap")
 
 # Opacus' DPOptimizer: clip factor C / (‖g_i‖ + 1e-6), capped at 1.
 _CLIP_EPS = 1e-6
@@ -153,15 +158,58 @@ def _with_fast_contraction(model: nn.Module, *, input_side: bool = False) -> nn.
     return model
 
 
-class _DenseHead(nn.Module):
-    """LeNet-5's fully connected part (fc1–fc3 with ReLU), sharing the model's layers and names."""
+def _batched_merge(cores: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`_merge_cores` for C clients at once: cores (C, D_l, I, J, D_r) -> (C, D_l, ΠI, ΠJ, D_r)."""
+    merged = cores[0]
+    for core in cores[1:]:
+        c, d_l, i, j, d = merged.shape
+        _, _, i2, j2, d_r = core.shape
+        prod = torch.bmm(
+            merged.reshape(c, d_l * i * j, d), core.reshape(c, d, i2 * j2 * d_r)
+        ).reshape(c, d_l, i, j, i2, j2, d_r)
+        merged = prod.permute(0, 1, 2, 4, 3, 5, 6).reshape(c, d_l, i * i2, j * j2, d_r)
+    return merged
 
-    def __init__(self, model: LeNet5) -> None:
-        super().__init__()
-        self.fc1, self.fc2, self.fc3 = model.fc1, model.fc2, model.fc3
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+def batched_dense_weight(cores: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Each client's dense (N_in, N_out) MPO weight, (C, N_in, N_out): `contract_halves` batched.
+
+    One bmm over the middle bond and one permute copy per client and step; the data then
+    goes through a plain batched GEMM, which runs near the core's peak, where vmap over the
+    input-side einsums ran at a third of it (docs/bench-simulator.md).
+    """
+    c = cores[0].shape[0]
+    if len(cores) == 1:
+        _, _, i, j, _ = cores[0].shape
+        return cores[0].reshape(c, i, j)
+    half = len(cores) // 2
+    left, right = _batched_merge(cores[:half]), _batched_merge(cores[half:])
+    _, _, a, b, d = left.shape
+    _, _, rows, e, _ = right.shape
+    dense = torch.bmm(left.reshape(c, a * b, d), right.reshape(c, d, rows * e))
+    return dense.reshape(c, a, b, rows, e).permute(0, 1, 3, 2, 4).reshape(c, a * rows, b * e)
+
+
+def _batched_linear(layer: nn.Module, name: str, params: Params, h: torch.Tensor) -> torch.Tensor:
+    """Layer `name` of every client on its own batch: h (C, B, N_in) -> (C, B, N_out)."""
+    bias = params[f"{name}.bias"].unsqueeze(1)
+    if isinstance(layer, MPOLinear):
+        cores = [params[f"{name}.core{k}"] for k in range(len(layer.cores))]
+        return torch.baddbmm(bias, h, batched_dense_weight(cores))
+    if isinstance(layer, nn.Linear):
+        return torch.baddbmm(bias, h, params[f"{name}.weight"].transpose(1, 2))
+    raise TypeError(f"no batched form for layer {name} of type {type(layer).__name__}")
+
+
+def _batched_mlp(
+    model: nn.Module, names: Sequence[str], params: Params, h: torch.Tensor
+) -> torch.Tensor:
+    """Linear layers `names` with ReLU between them (FCNN, LeNet-5's head), every client at once."""
+    for k, name in enumerate(names):
+        if k:
+            h = F.relu(h)
+        h = _batched_linear(getattr(model, name), name, params, h)
+    return h
 
 
 def _grouped_conv_pool(
@@ -229,6 +277,7 @@ class VectorizedClients:
         chunk_size: int = 10,
         dp: VectorDPConfig | None = None,
         dp_seed: int = 0,
+        method: str = "batched",
     ) -> None:
         if images.ndim < 3 or labels.ndim != 2 or images.shape[:2] != labels.shape:
             raise ValueError(
@@ -242,6 +291,9 @@ class VectorizedClients:
             raise ValueError(f"{len(seeds)} seeds for {n_clients} clients")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+        self.method = method
         attacks = dict(attacks or {})
         if any(not 0 <= i < n_clients for i in attacks):
             raise ValueError(f"attack indices {sorted(attacks)} outside [0, {n_clients})")
@@ -272,7 +324,6 @@ class VectorizedClients:
             self.accountant = DPAccountant(
                 dp, sample_rate=min(1.0, cfg.batch_size / samples), steps_per_round=steps
             )
-        self._head = _DenseHead(self._model) if isinstance(self._model, LeNet5) else None
         self._grad_fn = self._build_grad_fn()
 
     # -- per-step gradients ------------------------------------------------------------
@@ -280,36 +331,39 @@ class VectorizedClients:
     def _loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(functional_call(self._model, params, (x,)), y)
 
-    def _lenet_grads(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
-        """Per-client gradients of LeNet-5 (C clients): grouped convolutions, vmap over the FC head.
+    def _batched_grads(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
+        """Per-client gradients of every client's mean loss on its batch, without vmap.
 
-        vmap over conv2d was ~95 % of a Fashion-MNIST step. Here the two convolutions of all
-        C clients are single grouped conv2d calls and the head is vmapped; one backward of
-        Σ_c mean-CE_c gives each client its own gradient (clients share no parameter).
+        x (C, B, 1, 28, 28), y (C, B). FCNN: the layers are batched GEMMs over per-client
+        dense weights. LeNet-5: the two convolutions of all C clients are single grouped
+        conv2d calls (vmap over conv2d was ~95 % of a Fashion-MNIST step), then the same
+        batched head. One backward of Σ_c mean-CE_c gives each client its own gradient,
+        because clients share no parameter.
         """
-        head_module = self._head
-        if head_module is None:
-            raise TypeError("_lenet_grads needs a LeNet5 model")
         c, b = y.shape
         with torch.enable_grad():
             leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-            h = x.transpose(0, 1).reshape(b, c * x.shape[2], *x.shape[3:])
-            h = _grouped_conv_pool(h, leaves["conv1.weight"], leaves["conv1.bias"], padding=2)
-            h = _grouped_conv_pool(h, leaves["conv2.weight"], leaves["conv2.bias"], padding=0)
-            feats = h.reshape(b, c, -1).transpose(0, 1)  # (C, B, 400), LeNet's flatten order
-            head = {k: v for k, v in leaves.items() if not k.startswith("conv")}
-            logits = vmap(lambda p, f: functional_call(head_module, p, (f,)))(head, feats)
+            if isinstance(self._model, LeNet5):
+                h = x.transpose(0, 1).reshape(b, c * x.shape[2], *x.shape[3:])
+                h = _grouped_conv_pool(h, leaves["conv1.weight"], leaves["conv1.bias"], padding=2)
+                h = _grouped_conv_pool(h, leaves["conv2.weight"], leaves["conv2.bias"], padding=0)
+                h = h.reshape(b, c, -1).transpose(0, 1)  # (C, B, 400), LeNet's flatten order
+                logits = _batched_mlp(self._model, ("fc1", "fc2", "fc3"), leaves, h)
+            else:
+                logits = _batched_mlp(self._model, ("fc1", "fc2"), leaves, x.reshape(c, b, -1))
             # Σ_c mean_b CE: the gradient wrt client c's parameters is client c's mean-loss gradient.
             loss = F.cross_entropy(logits.reshape(c * b, -1), y.reshape(-1), reduction="sum") / b
             grads = torch.autograd.grad(loss, list(leaves.values()))
         return dict(zip(leaves, grads, strict=True))
 
     def _build_grad_fn(self) -> Callable[..., Params]:
-        if self.dp is None and self._head is not None:
-            return self._lenet_grads
-        if self.dp is None:
-            # (C clients) x (batch): one batched forward/backward per step.
+        if self.dp is None and self.method == "vmap":
+            # (C clients) x (batch): torch.func over the input-side MPO forward.
             return vmap(grad(self._loss))  # type: ignore[no-any-return]
+        if self.dp is None:
+            if not isinstance(self._model, FCNN | LeNet5):
+                raise TypeError(f"no vectorised trainer for {type(self._model).__name__}")
+            return self._batched_grads
 
         def per_sample(params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
             return grad(self._loss)(params, x.unsqueeze(0), y.unsqueeze(0))  # type: ignore[no-any-return]

@@ -51,6 +51,13 @@ def _stake(value: float) -> str:
     default=None,
     help="default run/simulate/<task>-<aggregator>-<attack>-m<malicious>-s<seed>",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="torch threads; more than 1 only when this run has the cores to itself",
+)
 @click.option("--samples-per-client", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--test-samples", type=click.IntRange(min=1), default=None, hidden=True)
 def simulate(
@@ -65,6 +72,7 @@ def simulate(
     f: int | None,
     device: str,
     out: Path | None,
+    threads: int,
     samples_per_client: int | None,
     test_samples: int | None,
 ) -> None:
@@ -89,6 +97,7 @@ def simulate(
             seed=seed,
             f=f,
             device=device,
+            threads=threads,
             samples_per_client=samples_per_client,
             test_samples=test_samples,
         )

@@ -53,7 +53,10 @@ class SimulationConfig:
     model: str | None = None  # None: the task's MPO model (TASK_MODEL)
     samples_per_client: int | None = None  # a prefix of each client's partition, for quick runs
     test_samples: int | None = None  # a prefix of the 10 000 test images, for quick runs
-    chunk_size: int | None = None  # clients per vectorised chunk; None: 25 (10 with DP)
+    chunk_size: int = (
+        10  # clients per vectorised chunk (10 was fastest here, docs/bench-simulator.md)
+    )
+    threads: int = 1  # torch threads of this process; 1 when several runs share the machine
     dp_epsilon: float = 4.0  # Section 5.2: (ε = 4, δ = 1e-5)
     dp_delta: float = 1e-5
     max_grad_norm: float = 1.0
@@ -81,7 +84,7 @@ class SimulationConfig:
             raise ValueError(f"f must be in [0, nodes={self.nodes}), got {self.f}")
         if self.model is not None and self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; valid: {', '.join(sorted(MODELS))}")
-        for name in ("samples_per_client", "test_samples", "chunk_size"):
+        for name in ("samples_per_client", "test_samples", "chunk_size", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -249,7 +252,8 @@ def run_simulation(
 ) -> SimulationResult:
     """Run `config.total_rounds` rounds: train every client, aggregate, update stakes, evaluate."""
     keep_freed_memory()
-    torch.set_num_threads(1)  # the machines are shared; more threads collapse (dependencies.md)
+    # One thread by default: on shared machines more threads per process collapse (dependencies.md).
+    torch.set_num_threads(config.threads)
     device = select_device(config.device)
     train = load_dataset(config.task, "train", config.data_dir)
     test = load_dataset(config.task, "test", config.data_dir)
@@ -280,7 +284,7 @@ def run_simulation(
         seeds=[derive_seed(config.seed, 1, i) for i in range(config.nodes)],
         attacks={i: attack for i in bad},
         device=device,
-        chunk_size=config.chunk_size or (10 if config.dp else 25),
+        chunk_size=config.chunk_size,
         dp=dp,
         dp_seed=derive_seed(config.seed, 2),
     )

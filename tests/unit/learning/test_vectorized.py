@@ -15,6 +15,7 @@ from qbfl.learning.vectorized import (
     VectorDPConfig,
     VectorizedClients,
     _with_fast_contraction,
+    batched_dense_weight,
     contract_halves,
 )
 
@@ -29,8 +30,9 @@ def _data(n_clients: int, samples: int, seed: int) -> tuple[torch.Tensor, torch.
     return images, labels
 
 
+@pytest.mark.parametrize("method", ["batched", "vmap"])
 @pytest.mark.parametrize("model_name", ["fcnn-mpo", "cnn-mpo", "fcnn", "cnn"])
-def test_matches_train_local_per_client(model_name: str) -> None:
+def test_matches_train_local_per_client(model_name: str, method: str) -> None:
     # 130 samples: two full batches of 50 and a short one of 30, like 775 = 15·50 + 25.
     images, labels = _data(3, 130, seed=1)
     model = build_model(model_name, seed=0)
@@ -38,7 +40,7 @@ def test_matches_train_local_per_client(model_name: str) -> None:
     seeds = [10, 11, 12]
     flip = get_attack("labelflip")
     clients = VectorizedClients(
-        model, images, labels, cfg, seeds=seeds, attacks={1: flip}, chunk_size=2
+        model, images, labels, cfg, seeds=seeds, attacks={1: flip}, chunk_size=2, method=method
     )
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     weights = flatten_params(model)
@@ -74,6 +76,21 @@ def test_contract_halves_equals_contract() -> None:
             torch.testing.assert_close(contract_halves(layer.cores), contract(layer.cores))
 
 
+def test_batched_dense_weight_is_each_clients_contraction() -> None:
+    for name in ("fcnn-mpo", "cnn-mpo"):
+        layers = [
+            [m for m in build_model(name, seed=s).modules() if hasattr(m, "cores")]
+            for s in (5, 6, 7)
+        ]
+        for k in range(len(layers[0])):
+            stacked = [
+                torch.stack(cores) for cores in zip(*(ls[k].cores for ls in layers), strict=True)
+            ]
+            got = batched_dense_weight(stacked)
+            for client, ls in enumerate(layers):
+                torch.testing.assert_close(got[client], contract(ls[k].cores))
+
+
 def test_fast_mpo_layers_compute_the_same_forward() -> None:
     x = torch.randn(7, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     for name in ("fcnn-mpo", "cnn-mpo"):
@@ -91,6 +108,8 @@ def test_rejects_unequal_shapes_and_wrong_parameter_count() -> None:
     cfg = TrainConfig(lr=0.05)
     with pytest.raises(ValueError, match="seeds"):
         VectorizedClients(model, images, labels, cfg, seeds=[1])
+    with pytest.raises(ValueError, match="method"):
+        VectorizedClients(model, images, labels, cfg, seeds=[1, 2], method="loop")
     with pytest.raises(ValueError, match="labels"):
         VectorizedClients(model, images, labels[:, :10], cfg, seeds=[1, 2])
     clients = VectorizedClients(model, images, labels, cfg, seeds=[1, 2])
