@@ -137,16 +137,26 @@ class PairwiseKeyPools:
 
     Each pair keeps both endpoints' copies of its key; `take` consumes the same bits from both
     and checks they agree, so a simulation sees exactly what two real endpoints would.
+    `pace(seconds)`, when given, is called with each session's simulated duration
+    (n_qubits / BB84Config.key_rate) before its key is added: pass an (injected) sleep to make
+    keys arrive at the configured key rate instead of as fast as the simulation runs.
     """
 
-    def __init__(self, nodes: Iterable[int], source: SessionSource, *, max_aborts: int = 3) -> None:
+    def __init__(
+        self,
+        nodes: Iterable[int],
+        source: SessionSource,
+        *,
+        max_aborts: int = 3,
+        pace: Callable[[float], object] | None = None,
+    ) -> None:
         ids = sorted(set(nodes))
         if len(ids) < 2:
             raise ValueError("key pools need at least two nodes")
         if max_aborts < 1:
             raise ValueError(f"max_aborts must be >= 1, got {max_aborts}")
         self._pairs = {(a, b): _PairState((a, b)) for i, a in enumerate(ids) for b in ids[i + 1 :]}
-        self._source, self._max_aborts = source, max_aborts
+        self._source, self._max_aborts, self._pace = source, max_aborts, pace
         self._listeners: list[Callable[[Pair], None]] = []
 
     @property
@@ -235,6 +245,8 @@ class PairwiseKeyPools:
                 continue
             aborts_in_a_row = 0
             ran += 1
+            if self._pace is not None:
+                self._pace(low.simulated_seconds)  # the key exists once the link has produced it
             with state.lock:
                 state.sessions += 1
                 state.low.append(low.key_array())
@@ -305,6 +317,21 @@ class BackgroundRefiller:
         """Block until `count` passes have completed in total (for tests and orderly shutdown)."""
         with self._done:
             return self._done.wait_for(lambda: self.passes >= count, timeout_s)
+
+    def wait_until_stocked(self, timeout_s: float) -> bool:
+        """Wake the thread and block until every pool holds at least `low_water_bits`.
+
+        False after `timeout_s` (a link that keeps aborting never restocks: see `errors`).
+        """
+        self.wake()
+
+        def stocked() -> bool:
+            return all(
+                self._pools.available_bits(*p) >= self.low_water_bits for p in self._pools.pairs
+            )
+
+        with self._done:
+            return self._done.wait_for(stocked, timeout_s)
 
     def start(self) -> None:
         if self._thread is not None:

@@ -114,9 +114,9 @@ def test_recorded_trials_replay_exactly() -> None:
 
 
 def test_random_search_finds_no_violation_in_detectable_mode() -> None:
-    deviating, failure = search(QbaMode.DETECTABLE, trials=1000, seed=20240601)
+    deviating, failure = search(QbaMode.DETECTABLE, trials=5000, seed=20240601)
     assert failure is None, "shrunk counterexample:\n" + failure
-    assert deviating > 700  # the adversaries did act
+    assert deviating > 3500  # the adversaries did act (~80 % of trials deviate somewhere)
 
 
 def test_random_search_finds_and_shrinks_a_paper_mode_violation() -> None:

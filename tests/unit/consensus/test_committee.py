@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
+from fractions import Fraction
 
 import blake3
 import pytest
@@ -38,6 +40,40 @@ def test_known_answer_pins_the_rules() -> None:
     h1 = blake3.blake3(HASH).digest()
     first = ((int.from_bytes(h1, "big") + 1) * 4 - 1) >> 256  # index with w_{i-1} < v ≤ w_i
     assert c.leader == first
+
+
+def _alg1_reference(seed: bytes, stakes: dict[int, int], size: int) -> list[int]:
+    """Alg. 1 read straight off the paper, in exact rationals (positive stakes only)."""
+    ranked = sorted(stakes.values(), reverse=True)
+    cut = ranked[min(2 * size, len(ranked)) - 1]
+    candidates = sorted(c for c, s in stakes.items() if s >= cut)  # top 2·Nc, ties kept, by id
+    total = sum(stakes[c] for c in candidates)
+    picked: list[int] = []
+    h = seed
+    while len(picked) < size:
+        h = blake3.blake3(h).digest()
+        v = Fraction(int.from_bytes(h, "big") + 1, 2**256)
+        acc = 0
+        for c in candidates:
+            acc += stakes[c]
+            if v <= Fraction(acc, total):  # w_{i-1} < v <= w_i
+                break
+        if c not in picked:
+            picked.append(c)
+    return picked
+
+
+def test_whole_committees_match_a_reference_alg1_on_unequal_stakes() -> None:
+    rng = random.Random(5)
+    for trial in range(200):
+        n = rng.randrange(6, 40)
+        stakes = {i: rng.randrange(1, 30) for i in range(n)}
+        size = rng.randrange(1, min(n, 8) + 1)
+        block = blake3.blake3(b"block" + trial.to_bytes(4, "big")).digest()
+        view = rng.randrange(3)
+        want = _alg1_reference(committee_seed(block, view), stakes, size)
+        got = select_committee(block, stakes, size=size, view=view)
+        assert list(got.members) == want, (trial, stakes, size, view)
 
 
 def test_same_inputs_give_the_same_committee_on_every_node() -> None:

@@ -196,6 +196,32 @@ def test_sqlite_detects_rewritten_hash_column_and_deleted_block(
         SqliteLedgerStore(path)
 
 
+def test_a_consistently_forged_head_passes_the_store_but_not_the_chain(
+    tmp_path: Path, genesis: GenesisBlock, blocks: list[Block]
+) -> None:
+    # The head has no successor whose link would expose a re-hashed body; the committee votes do.
+    from qbfl.ledger.chain import Chain, InvalidBlock
+    from qbfl.ledger.signer import digest
+
+    path = tmp_path / "l.db"
+    _filled(path, genesis, blocks)
+    head = blocks[-1]
+    forged_update = bytes([head.update[0] ^ 1]) + head.update[1:]
+    forged = dataclasses.replace(head, update=forged_update, update_hash=digest(forged_update))
+    body = forged.encode()
+    db = sqlite3.connect(path)
+    db.execute(
+        "UPDATE blocks SET body = ?, hash = ? WHERE height = ?", (body, digest(body), head.height)
+    )
+    db.commit()
+    db.close()
+    with SqliteLedgerStore(path) as store:  # hashes and links are consistent again
+        assert store.head().block_hash != head.block_hash
+        with pytest.raises(InvalidBlock) as caught:
+            Chain(store)  # what a node opens: full verification, signatures included
+    assert caught.value.height == head.height
+
+
 def test_sqlite_rolls_back_a_failed_insert(
     tmp_path: Path, genesis: GenesisBlock, blocks: list[Block]
 ) -> None:
