@@ -116,7 +116,7 @@ def command(rounds: int, nodes: int, chunk_size: int, threads: int, as_json: boo
         },
     ]
     emit(
-        "sim-speed",
+        "sim-speed" if threads == 1 else f"sim-speed-{threads}threads",
         rows,
         as_json=as_json,
         title=f"sim-speed: MNIST fcnn-mpo, no DP, {nodes} clients, {rounds} timed rounds, "
