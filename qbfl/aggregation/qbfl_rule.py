@@ -57,14 +57,29 @@ def _robust_zscore(values: np.ndarray) -> np.ndarray:
 
 
 NORMALISATIONS = {"zscore": _zscore, "robust": _robust_zscore}
+REFERENCES = ("previous", "median")
+
+
+def coordinate_median(rows: np.ndarray) -> np.ndarray:
+    """Per coordinate the middle value (mean of the two middle ones for even N): sort-based, exact."""
+    ordered = np.sort(rows, axis=0)
+    n = rows.shape[0]
+    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2.0
 
 
 def qbfl_scores(
-    updates: np.ndarray, *, previous: np.ndarray | None, f: int, normalisation: str = "zscore"
+    updates: np.ndarray,
+    *,
+    previous: np.ndarray | None,
+    f: int,
+    normalisation: str = "zscore",
+    reference: str = "previous",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Alg. 2 lines 1–5 for each row: (v1, v2, v), each (N,) float64.
 
     v1(i) = cos(d_i, previous) (Eq. 7); 0 when previous is None or zero (first round) or d_i is zero.
+    `reference="median"` (beyond the paper) takes the direction from this round's coordinate-wise
+    median update instead of the previous global update (see QbflMedianAggregator).
     v2(i) = Σ of Euclidean distances to the N − f − 1 nearest other rows (Eq. 8).
     v(i)  = z(v1)(i) − z(v2)(i) (Eq. 9), z over all candidates; `normalisation="robust"` uses
     median/MAD instead of mean/σ (beyond the paper, see _robust_zscore).
@@ -76,11 +91,15 @@ def qbfl_scores(
         raise ConfigError(
             f"unknown normalisation {normalisation!r}; choose one of {sorted(NORMALISATIONS)}"
         ) from None
+    if reference not in REFERENCES:
+        raise ConfigError(f"unknown reference {reference!r}; choose one of {REFERENCES}")
     rows = np.ascontiguousarray(updates, dtype=np.float64)
     n = rows.shape[0]
     nearest = n - f - 1
     if f < 0 or nearest < 1:
         raise ConfigError(f"qbfl needs N ≥ f + 2 rows to score; got N = {n} with f = {f}")
+    if reference == "median":
+        previous = coordinate_median(rows)
 
     v1 = np.zeros(n, dtype=np.float64)
     if previous is not None:
@@ -114,6 +133,7 @@ class QbflAggregator:
 
     name = "qbfl"
     normalisation = "zscore"  # Eq. 9 as written
+    reference = "previous"  # Eq. 7 as written: the previous round's global update
 
     def aggregate(
         self,
@@ -129,7 +149,11 @@ class QbflAggregator:
         )
         require_clients(self.name, inputs.n, inputs.f, inputs.f + 3, "f + 3")
         _, _, v = qbfl_scores(
-            inputs.rows, previous=inputs.previous, f=inputs.f, normalisation=self.normalisation
+            inputs.rows,
+            previous=inputs.previous,
+            f=inputs.f,
+            normalisation=self.normalisation,
+            reference=self.reference,
         )
         keep = inputs.n - inputs.f - 2
         # Alg. 2 line 6: keep the N − f − 2 largest v; rows are in id order, so ties → lower id.
@@ -149,3 +173,18 @@ class RobustQbflAggregator(QbflAggregator):
 
     name = "qbfl-robust"
     normalisation = "robust"
+
+
+@dataclass(frozen=True)
+class QbflMedianAggregator(QbflAggregator):
+    """Alg. 2 with Eq. 7's direction taken from this round's coordinate-wise median update.
+
+    Near convergence an honest update tends to point back against the previous global step (it
+    corrects the overshoot), so cos(d_i, d̄^{t−1}) turns negative for honest clients and positive
+    for bit-flipped ones (−d_i); Alg. 2 then keeps the flippers, the next global step points
+    their way, and the loop feeds itself (measured: docs/aggregation.md). The median of the
+    current updates points where the honest majority points, with no memory of earlier rounds.
+    """
+
+    name = "qbfl-median"
+    reference = "median"

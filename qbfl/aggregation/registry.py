@@ -8,7 +8,11 @@ from qbfl.aggregation.base import Aggregator
 from qbfl.aggregation.fedavg import FedAvg
 from qbfl.aggregation.krum import Krum
 from qbfl.aggregation.median import Median
-from qbfl.aggregation.qbfl_rule import QbflAggregator, RobustQbflAggregator
+from qbfl.aggregation.qbfl_rule import (
+    QbflAggregator,
+    QbflMedianAggregator,
+    RobustQbflAggregator,
+)
 from qbfl.aggregation.trimmed_mean import TrimmedMean
 
 AGGREGATORS: dict[str, type] = {
@@ -18,6 +22,7 @@ AGGREGATORS: dict[str, type] = {
     Krum.name: Krum,
     QbflAggregator.name: QbflAggregator,
     RobustQbflAggregator.name: RobustQbflAggregator,
+    QbflMedianAggregator.name: QbflMedianAggregator,
 }
 
 
