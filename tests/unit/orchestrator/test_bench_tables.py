@@ -18,7 +18,8 @@ def test_cells_follow_pattern_order_without_duplicates() -> None:
         ("qbfl", "labelflip", 20),
     ]
     assert cells[3:] == [("fedavg", a, 20) for a in table3.ATTACKS]
-    assert len(table3._cells("*:*:*")) == 45
+    assert len(table3._cells("*:*:*")) == 54  # the paper's 5 rules and qbfl-median
+    assert len(table3._cells("qbfl*:*:*")) == 18
     with pytest.raises(click.BadParameter):
         table3._cells("qbfl:labelflip")
     with pytest.raises(click.BadParameter):
@@ -29,6 +30,8 @@ def test_paper_reference_values() -> None:
     assert table3.paper_value("mnist", "qbfl", "labelflip", 10) == 97.21
     assert table3.paper_value("fashion-mnist", "krum", "gaussian", 20) == 77.17
     assert table3.paper_value("mnist", "fedavg", "bitflip", 15) == 92.94
+    # a variant beyond the paper is compared with the row of the rule it varies
+    assert table3.paper_value("mnist", "qbfl-median", "bitflip", 15) == 95.16
 
 
 def test_cached_run_computes_once_per_config(
