@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from qbfl.bench.report import emit
+from qbfl.command_line import NumberList
 from qbfl.crypto.bb84 import BB84Config, QberTooHigh, run_bb84_pair
 from qbfl.crypto.qkd import binary_entropy
 
@@ -61,15 +62,26 @@ def measure_eavesdropped(config: BB84Config, *, seed: int) -> dict[str, Any]:
 
 
 @click.command(name="qkd", help="BB84 sessions: final key bits per wall second, leak, attack QBER.")
-@click.option("--qubits", default=1_000_000, show_default=True, help="qubits sent per session")
-@click.option("--errors", default="0.01,0.03,0.05", show_default=True, help="channel error rates")
+@click.option(
+    "--qubits",
+    type=click.IntRange(min=64),
+    default=1_000_000,
+    show_default=True,
+    help="qubits sent per session",
+)
+@click.option(
+    "--errors",
+    type=NumberList(float, low=0.0, high=0.5),
+    default="0.01,0.03,0.05",
+    show_default=True,
+    help="channel error rates",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
-def command(qubits: int, errors: str, seed: int, as_json: bool) -> None:
+def command(qubits: int, errors: list[float], seed: int, as_json: bool) -> None:
     config = BB84Config(n_qubits=qubits)
     rows = [
-        measure_session(config, channel_error=float(e), seed=seed + i)
-        for i, e in enumerate(errors.split(","))
+        measure_session(config, channel_error=float(e), seed=seed + i) for i, e in enumerate(errors)
     ]
     rows.append(measure_eavesdropped(config, seed=seed))
     emit(

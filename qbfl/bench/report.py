@@ -53,6 +53,15 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     return "\n".join(lines)
 
 
+def _command_line() -> str:
+    """How this result was produced: `qbfl-bench <args>`, or the script (bench/*.py) and its args."""
+    if not sys.argv:
+        return ""
+    program = Path(sys.argv[0])
+    head = ["qbfl-bench"] if program.name == "qbfl-bench" else ["python", str(program)]
+    return " ".join([*head, *sys.argv[1:]])
+
+
 def emit(
     name: str,
     rows: Sequence[Mapping[str, Any]],
@@ -68,7 +77,7 @@ def emit(
         "benchmark": name,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine_description(),
-        "command": " ".join(["qbfl-bench", *sys.argv[1:]]) if sys.argv else "",
+        "command": _command_line(),
         "rows": list(rows),
     }
     if extra:

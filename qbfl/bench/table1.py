@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from qbfl.bench.report import emit
+from qbfl.command_line import NumberList
 from qbfl.learning import mpo
 from qbfl.learning.data import DATASETS, ImageDataset, load_dataset
 from qbfl.learning.models import (
@@ -179,25 +180,25 @@ def accuracy_rows(steps: list[int], fedavg_rounds: int, seed: int) -> list[dict[
 )
 @click.option(
     "--steps",
+    type=NumberList(int, low=1),
     default="16,200,1200",
     show_default=True,
     help="Centralised SGD step counts to evaluate at (1200 = one epoch).",
 )
 @click.option(
     "--fedavg-rounds",
+    type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Also run this many FedAvg rounds over 50 LotteryFL clients.",
 )
 @click.option("--seed", default=0, show_default=True)
-def command(as_json: bool, accuracy: bool, steps: str, fedavg_rounds: int, seed: int) -> None:
+def command(as_json: bool, accuracy: bool, steps: list[int], fedavg_rounds: int, seed: int) -> None:
     torch.set_num_threads(1)
     select_device("cpu")
     emit("table1", count_rows(), as_json=as_json, title="Table 1: parameters of the MPO layers")
     if accuracy:
-        step_list = sorted({int(s) for s in steps.split(",") if s.strip()})
-        if not step_list or step_list[0] < 1:
-            raise click.BadParameter("steps must be positive integers", param_hint="--steps")
+        step_list = sorted(set(steps))
         rows = accuracy_rows(step_list, fedavg_rounds, seed)
         emit(
             "table1-accuracy",
