@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, str] = {
     "table1": "qbfl.bench.table1",
     "table2": "qbfl.bench.table2",
     "table3": "qbfl.bench.table3",
+    "fig4": "qbfl.bench.fig4",
     "sim-speed": "qbfl.bench.sim_speed",
     "qba": "qbfl.bench.qba",
     "crypto": "qbfl.bench.crypto",

@@ -52,3 +52,27 @@ def test_cached_run_computes_once_per_config(
     assert len(calls) == 2
     assert first["mean_last_20"] == second["mean_last_20"] == 0.5
     assert second["config"] == doc
+
+
+def test_fig4_runs_dp_caches_the_run_and_draws_the_curves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from qbfl.bench.cli import main
+
+    monkeypatch.chdir(tmp_path)  # cache and results land under ./bench/results here
+    args = ["fig4", "--rounds", "1", "--malicious", "0", "--json"]
+    runs = [CliRunner().invoke(main, args) for _ in range(2)]
+    docs = []
+    for run in runs:
+        assert run.exit_code == 0, run.output
+        docs.append(json.loads(run.output[run.output.index('{\n  "benchmark"') :]))
+    first, again = docs[0]["rows"][0], docs[1]["rows"][0]
+    assert (first["cached"], again["cached"]) == (False, True)
+    assert first["final_%"] == again["final_%"] > 10.0  # one DP round already learns something
+    assert first["paper_final_%"] == 95.59
+    assert 3.5 < first["spent_epsilon"] <= 4.0 + 1e-6  # σ is calibrated to spend ε = 4 in the run
+    assert (tmp_path / "bench/results/fig4-mnist.png").stat().st_size > 0
