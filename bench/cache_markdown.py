@@ -1,0 +1,101 @@
+"""Markdown of the cached Table 2 / Table 3 / Fig. 4 cells, ours beside the paper, for docs/benchmarks.md.
+
+    .venv/bin/python bench/cache_markdown.py   # from the repository root
+
+Reads only bench/results/cache/ (what `qbfl-bench table2|table3|fig4` stored); runs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from qbfl.bench.fig4 import PAPER_FIG4
+from qbfl.bench.table2 import MODEL_NAMES, PAPER_TABLE2
+from qbfl.bench.table3 import ATTACKS, MALICIOUS, METHODS, paper_value
+
+CACHE = Path("bench/results/cache")
+
+
+def _cells(table: str) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((CACHE / table).glob("*.json"))]
+
+
+def table2() -> list[str]:
+    done = {
+        (d["config"]["dataset"], d["config"]["scenario"], d["config"]["model"]): d
+        for d in _cells("table2")
+    }
+    lines = [
+        "| dataset | scenario | model | ours (final) | paper | diff (pp) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dataset in ("mnist", "fashion-mnist"):
+        for scenario in ("centralized", "distributed"):
+            for variant in ("original", "mpo"):
+                model = MODEL_NAMES[(dataset, variant)]
+                paper = PAPER_TABLE2[(dataset, scenario, variant)]
+                d = done.get((dataset, scenario, model))
+                ours = f"{100 * d['final_accuracy']:.2f} %" if d else "not run"
+                diff = f"{100 * d['final_accuracy'] - paper:+.2f}" if d else ""
+                lines.append(
+                    f"| {dataset} | {scenario} | {model} | {ours} | {paper:.2f} % | {diff} |"
+                )
+    return lines
+
+
+def table3(dataset: str) -> list[str]:
+    done = {
+        (c["aggregator"], c["attack"], c["malicious"]): d
+        for d in _cells("table3")
+        if (c := d["config"])["task"] == dataset
+    }
+    head = "| method | " + " | ".join(f"{a} {m}" for a in ATTACKS for m in MALICIOUS) + " |"
+    lines = [head, "|---|" + "---|" * (len(ATTACKS) * len(MALICIOUS))]
+    for method in METHODS:
+        cells = []
+        for attack in ATTACKS:
+            for m in MALICIOUS:
+                d = done.get((method, attack, m))
+                paper = paper_value(dataset, method, attack, m)
+                cells.append(
+                    f"{100 * d['mean_last_20']:.2f} / {paper:.2f}" if d else f"– / {paper:.2f}"
+                )
+        label = f"{method} †" if method == "qbfl-median" else method
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"{len(done)} of {len(METHODS) * len(ATTACKS) * len(MALICIOUS)} cells run.")
+    return lines
+
+
+def fig4() -> list[str]:
+    lines = [
+        "| dataset | malicious | rounds | final (ours) | paper | spent ε | σ | s / round |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for d in _cells("fig4"):
+        c = d["config"]
+        paper = PAPER_FIG4[c["task"]].get(c["malicious"])
+        lines.append(
+            f"| {c['task']} | {c['malicious']} | {d['rounds']} | {100 * d['final_accuracy']:.2f} % "
+            f"| {paper} % | {d['final_epsilon']:.3f} | {d['noise_multiplier']:.3f} "
+            f"| {d['mean_round_seconds']:.2f} |"
+        )
+    return lines
+
+
+def main() -> None:
+    print("### Table 2\n")
+    print("\n".join(table2()))
+    for dataset in ("mnist", "fashion-mnist"):
+        print(
+            f"\n### Table 3, {dataset}: ours / paper, mean test accuracy of the last 20 rounds (%)\n"
+        )
+        print("\n".join(table3(dataset)))
+    print("\n### Fig. 4\n")
+    print("\n".join(fig4()))
+
+
+if __name__ == "__main__":
+    main()
