@@ -184,6 +184,8 @@ class QbflMedianAggregator(QbflAggregator):
     for bit-flipped ones (−d_i); Alg. 2 then keeps the flippers, the next global step points
     their way, and the loop feeds itself (measured: docs/aggregation.md). The median of the
     current updates points where the honest majority points, with no memory of earlier rounds.
+    The price: coherent, large attacker updates (label flipping) pull the median their way, and
+    this variant does worse than the paper's rule there (docs/aggregation.md).
     """
 
     name = "qbfl-median"
