@@ -57,7 +57,7 @@ def _robust_zscore(values: np.ndarray) -> np.ndarray:
 
 
 NORMALISATIONS = {"zscore": _zscore, "robust": _robust_zscore}
-REFERENCES = ("previous", "median")
+REFERENCES = ("previous", "median", "none")
 
 
 def coordinate_median(rows: np.ndarray) -> np.ndarray:
@@ -79,7 +79,8 @@ def qbfl_scores(
 
     v1(i) = cos(d_i, previous) (Eq. 7); 0 when previous is None or zero (first round) or d_i is zero.
     `reference="median"` (beyond the paper) takes the direction from this round's coordinate-wise
-    median update instead of the previous global update (see QbflMedianAggregator).
+    median update instead of the previous global update (see QbflMedianAggregator);
+    `reference="none"` drops Eq. 7 (v1 = 0), so v ranks by Eq. 8 alone (QbflDistanceAggregator).
     v2(i) = Σ of Euclidean distances to the N − f − 1 nearest other rows (Eq. 8).
     v(i)  = z(v1)(i) − z(v2)(i) (Eq. 9), z over all candidates; `normalisation="robust"` uses
     median/MAD instead of mean/σ (beyond the paper, see _robust_zscore).
@@ -100,6 +101,8 @@ def qbfl_scores(
         raise ConfigError(f"qbfl needs N ≥ f + 2 rows to score; got N = {n} with f = {f}")
     if reference == "median":
         previous = coordinate_median(rows)
+    elif reference == "none":
+        previous = None
 
     v1 = np.zeros(n, dtype=np.float64)
     if previous is not None:
@@ -190,3 +193,17 @@ class QbflMedianAggregator(QbflAggregator):
 
     name = "qbfl-median"
     reference = "median"
+
+
+@dataclass(frozen=True)
+class QbflDistanceAggregator(QbflAggregator):
+    """Alg. 2 without Eq. 7: keep the N − f − 2 updates with the smallest Eq. 8 distance sums.
+
+    With v1 ≡ 0, z(v1) = 0 and v = −z(v2) ranks exactly as −v2, so this is Multi-Krum with
+    Euclidean (not squared) distances over the N − f − 1 nearest, stake-weighted (Eq. 10).
+    Measured on MNIST (docs/aggregation.md): it keeps the bit-flippers out where Eq. 7's
+    direction lets them in, and the label flippers out as well as the paper's rule does.
+    """
+
+    name = "qbfl-distance"
+    reference = "none"

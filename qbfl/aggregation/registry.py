@@ -10,6 +10,7 @@ from qbfl.aggregation.krum import Krum
 from qbfl.aggregation.median import Median
 from qbfl.aggregation.qbfl_rule import (
     QbflAggregator,
+    QbflDistanceAggregator,
     QbflMedianAggregator,
     RobustQbflAggregator,
 )
@@ -23,6 +24,7 @@ AGGREGATORS: dict[str, type] = {
     QbflAggregator.name: QbflAggregator,
     RobustQbflAggregator.name: RobustQbflAggregator,
     QbflMedianAggregator.name: QbflMedianAggregator,
+    QbflDistanceAggregator.name: QbflDistanceAggregator,
 }
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import click
 
 CACHE_ROOT = Path("bench/results/cache")
-METHODS = ("fedavg", "trimmed-mean", "median", "krum", "qbfl", "qbfl-median")
+METHODS = ("fedavg", "trimmed-mean", "median", "krum", "qbfl", "qbfl-median", "qbfl-distance")
 # Rows beyond the paper are compared with the paper's row of the rule they vary.
-PAPER_ROW = {"qbfl-median": "qbfl"}
+PAPER_ROW = {"qbfl-median": "qbfl", "qbfl-distance": "qbfl"}
 ATTACKS = ("labelflip", "bitflip", "gaussian")
 MALICIOUS = (10, 15, 20)
 
@@ -87,7 +87,7 @@ def _cells(patterns: str) -> list[tuple[str, str, int]]:
 
 
 @click.command(
-    help="Table 3: FedAvg, Trimmed-Mean, Median, Krum, qbfl (and qbfl-median) × 3 attacks × 10/15/20 of 50."
+    help="Table 3: FedAvg, Trimmed-Mean, Median, Krum, qbfl (and two variants) × 3 attacks × 10/15/20 of 50."
 )
 @click.option(
     "--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist", show_default=True

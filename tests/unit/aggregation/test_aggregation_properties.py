@@ -73,7 +73,13 @@ def test_output_shape_dtype_and_selection(r: dict, name: str) -> None:
     assert list(out.selected) == sorted(set(out.selected))
     assert set(out.selected) <= set(r["ids"])
     keep = r["n"] - r["f"] - 2
-    expected = {"krum": 1, "qbfl": keep, "qbfl-robust": keep, "qbfl-median": keep}.get(name, r["n"])
+    expected = {
+        "krum": 1,
+        "qbfl": keep,
+        "qbfl-robust": keep,
+        "qbfl-median": keep,
+        "qbfl-distance": keep,
+    }.get(name, r["n"])
     assert len(out.selected) == expected
 
 

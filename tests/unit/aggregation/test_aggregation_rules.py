@@ -30,6 +30,7 @@ def _round(n: int = 9, p: int = 13, seed: int = 0) -> tuple[np.ndarray, list[int
 def test_registry_names_are_the_agreed_ones() -> None:
     assert set(AGGREGATORS) == {
         "fedavg", "trimmed-mean", "median", "krum", "qbfl", "qbfl-robust", "qbfl-median",
+        "qbfl-distance",
     }  # fmt: skip
     for name in RULES:
         assert get_aggregator(name).name == name

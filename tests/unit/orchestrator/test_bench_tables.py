@@ -18,8 +18,8 @@ def test_cells_follow_pattern_order_without_duplicates() -> None:
         ("qbfl", "labelflip", 20),
     ]
     assert cells[3:] == [("fedavg", a, 20) for a in table3.ATTACKS]
-    assert len(table3._cells("*:*:*")) == 54  # the paper's 5 rules and qbfl-median
-    assert len(table3._cells("qbfl*:*:*")) == 18
+    assert len(table3._cells("*:*:*")) == 63  # the paper's 5 rules and our two variants
+    assert len(table3._cells("qbfl*:*:*")) == 27
     with pytest.raises(click.BadParameter):
         table3._cells("qbfl:labelflip")
     with pytest.raises(click.BadParameter):
