@@ -13,7 +13,7 @@ from typing import Any
 
 from qbfl.bench.fig4 import PAPER_FIG4
 from qbfl.bench.table2 import MODEL_NAMES, PAPER_TABLE2
-from qbfl.bench.table3 import ATTACKS, MALICIOUS, METHODS, paper_value
+from qbfl.bench.table3 import ATTACKS, MALICIOUS, METHODS, PAPER_ROW, paper_value
 
 CACHE = Path("bench/results/cache")
 
@@ -62,7 +62,7 @@ def table3(dataset: str) -> list[str]:
                 cells.append(
                     f"{100 * d['mean_last_20']:.2f} / {paper:.2f}" if d else f"– / {paper:.2f}"
                 )
-        label = f"{method} †" if method == "qbfl-median" else method
+        label = f"{method} †" if method in PAPER_ROW else method
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"{len(done)} of {len(METHODS) * len(ATTACKS) * len(MALICIOUS)} cells run.")
