@@ -26,7 +26,9 @@ def main() -> None:
     parser.add_argument("--attack", default="bitflip")
     parser.add_argument("--malicious", type=int, default=15)
     parser.add_argument(
-        "--aggregator", default="qbfl", choices=["qbfl", "qbfl-robust", "qbfl-median"]
+        "--aggregator",
+        default="qbfl",
+        choices=["qbfl", "qbfl-robust", "qbfl-median", "qbfl-distance"],
     )
     parser.add_argument("--rounds", type=int, default=45)
     parser.add_argument("--every", type=int, default=3)
