@@ -10,7 +10,9 @@ Variants: `plain` (MPO cores from the truncated TT-SVD without the norm rescale)
 learning rate X instead of 0.05), `noclip` (the paper's SGD without the step clip of 5),
 `interleaved` (another pixel-to-index map: 784 = 4·7·7·4 read as (row coarse, column coarse,
 row fine, column fine) instead of row-major (row, row, column, column); done by permuting the
-pixels, which for the FCNN is exactly a change of the MPO's input index map).
+pixels, which for the FCNN is exactly a change of the MPO's input index map), `randcores`
+(i.i.d. Gaussian cores scaled so the contracted weight has the dense init's norm, instead of
+the TT-SVD of the dense init).
 Writes bench/results/mpo-ceiling.json (or `--name`).
 """
 
@@ -20,6 +22,9 @@ import argparse
 import dataclasses
 import time
 from collections.abc import Callable
+
+import torch
+from torch import nn
 
 from qbfl.bench.report import emit
 from qbfl.learning import mpo
@@ -38,7 +43,28 @@ def _interleaved(load: Callable[..., ImageDataset]) -> Callable[..., ImageDatase
     return load_permuted
 
 
+def _random_cores(
+    self: mpo.MPOLinear,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    gen: torch.Generator,
+    rescale: bool,
+) -> None:
+    dims = mpo.bond_dims(self.in_dims, self.out_dims, self.chi)
+    shapes = [
+        (dims[k], i, j, dims[k + 1])
+        for k, (i, j) in enumerate(zip(self.in_dims, self.out_dims, strict=True))
+    ]
+    cores = [torch.randn(shape, generator=gen) for shape in shapes]
+    factor = float(weight.norm() / mpo.contract(cores).norm()) ** (1.0 / len(cores))
+    for k, core in enumerate(cores):
+        self.register_parameter(f"core{k}", nn.Parameter((core * factor).contiguous()))
+    b = torch.zeros(self.out_features) if bias is None else bias.detach().float().clone()
+    self.bias = nn.Parameter(b)
+
+
 def run_variant(variant: str, rounds: int) -> dict[str, object]:
+    set_from = mpo.MPOLinear._set_from
     train = dict(simulate.TASK_TRAIN_CONFIG)
     load = simulate.load_dataset
     defaults = dict(mpo.MPOLinear.__init__.__kwdefaults__ or {})
@@ -50,6 +76,8 @@ def run_variant(variant: str, rounds: int) -> dict[str, object]:
         simulate.TASK_TRAIN_CONFIG["mnist"] = dataclasses.replace(train["mnist"], lr=lr)
     elif variant == "noclip":
         clip = None
+    elif variant == "randcores":
+        mpo.MPOLinear._set_from = _random_cores  # type: ignore[method-assign]
     elif variant == "interleaved":
         simulate.load_dataset = _interleaved(load)  # type: ignore[assignment]
     elif variant != "baseline":
@@ -63,6 +91,7 @@ def run_variant(variant: str, rounds: int) -> dict[str, object]:
     finally:  # leave the module as it was for the next variant
         mpo.MPOLinear.__init__.__kwdefaults__ = defaults
         simulate.load_dataset = load  # type: ignore[assignment]
+        mpo.MPOLinear._set_from = set_from  # type: ignore[method-assign]
         simulate.TASK_TRAIN_CONFIG.update(train)
     return {
         "variant": variant,
