@@ -76,3 +76,34 @@ def test_fig4_runs_dp_caches_the_run_and_draws_the_curves(
     assert first["paper_final_%"] == 95.59
     assert 3.5 < first["spent_epsilon"] <= 4.0 + 1e-6  # σ is calibrated to spend ε = 4 in the run
     assert (tmp_path / "bench/results/fig4-mnist.png").stat().st_size > 0
+
+
+def test_table2_central_lr_is_its_own_cached_cell_and_bad_values_are_usage_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from qbfl.bench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    base = ["table2", "--dataset", "mnist", "--scenario", "centralized", "--rounds", "1"]
+    for bad in ("0", "-0.1", "x"):
+        run = CliRunner().invoke(main, [*base, "--central-lr", bad])
+        assert run.exit_code == 2 and "--central-lr" in run.output, run.output
+    run = CliRunner().invoke(main, [*base, "--central-lr", "0.01", "--json"])
+    assert run.exit_code == 0, run.output
+    rows = json.loads(run.output[run.output.index('{\n  "benchmark"') :])["rows"]
+    assert [(r["model"], r["lr"], r["cached"]) for r in rows] == [
+        ("fcnn", 0.01, False),
+        ("fcnn-mpo", 0.01, False),
+    ]
+    assert all(r["ours_%"] > 80 for r in rows)  # one full-data epoch already learns MNIST
+    stored = [
+        json.loads(p.read_text()) for p in (tmp_path / "bench/results/cache/table2").glob("*")
+    ]
+    assert sorted(d["config"]["lr"] for d in stored) == [0.01, 0.01]
+    # the default learning rate is another cell: --cached-only finds nothing for it
+    run = CliRunner().invoke(main, [*base, "--cached-only", "--json"])
+    assert run.exit_code == 0 and '"rows": []' in run.output, run.output
