@@ -25,37 +25,35 @@ def _cells(table: str) -> list[dict[str, Any]]:
 def table2() -> list[str]:
     # a centralized run at another learning rate (`--central-lr`) is a row of its own
     done = {
-        (
-            d["config"]["dataset"],
-            d["config"]["scenario"] + (f", lr {d['config']['lr']}" if "lr" in d["config"] else ""),
-            d["config"]["model"],
-        ): d
+        (c["dataset"], c["scenario"], c.get("lr"), c["model"]): d
         for d in _cells("table2")
+        for c in [d["config"]]
     }
-    other_lr = sorted({s for _, s, _ in done if ", lr " in s})
+    other_lr = sorted({lr for _, _, lr, _ in done if lr is not None})
+    rows = [("centralized", None), *(("centralized", lr) for lr in other_lr), ("distributed", None)]
     lines = [
         "| dataset | scenario | model | ours (final) | paper | diff (pp) | ours, last-20 mean | ours, best |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for dataset in ("mnist", "fashion-mnist"):
-        for scenario in ("centralized", *other_lr, "distributed"):
+        for scenario, lr in rows:
+            label = scenario if lr is None else f"{scenario}, lr {lr}"
             for variant in ("original", "mpo"):
                 model = MODEL_NAMES[(dataset, variant)]
-                paper = PAPER_TABLE2[(dataset, scenario.split(",")[0], variant)]
-                d = done.get((dataset, scenario, model))
-                if d is None and ", lr " in scenario:
-                    continue
+                paper = PAPER_TABLE2[(dataset, scenario, variant)]
+                d = done.get((dataset, scenario, lr, model))
                 if d is None:
-                    lines.append(
-                        f"| {dataset} | {scenario} | {model} | not run | {paper:.2f} % |  |  |  |"
-                    )
+                    if lr is None:
+                        lines.append(
+                            f"| {dataset} | {label} | {model} | not run | {paper:.2f} % |  |  |  |"
+                        )
                     continue
+                final = 100 * d["final_accuracy"]
                 curve = d["accuracy"]
                 last = 100 * sum(curve[-20:]) / len(curve[-20:])
                 lines.append(
-                    f"| {dataset} | {scenario} | {model} | {100 * d['final_accuracy']:.2f} % "
-                    f"| {paper:.2f} % | {100 * d['final_accuracy'] - paper:+.2f} "
-                    f"| {last:.2f} % | {100 * max(curve):.2f} % |"
+                    f"| {dataset} | {label} | {model} | {final:.2f} % | {paper:.2f} % "
+                    f"| {final - paper:+.2f} | {last:.2f} % | {100 * max(curve):.2f} % |"
                 )
     return lines
 

@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
 
 from qbfl.bench.report import emit
 from qbfl.learning import mpo
@@ -43,28 +42,26 @@ def _interleaved(load: Callable[..., ImageDataset]) -> Callable[..., ImageDatase
     return load_permuted
 
 
-def _random_cores(
-    self: mpo.MPOLinear,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    gen: torch.Generator,
-    rescale: bool,
-) -> None:
-    dims = mpo.bond_dims(self.in_dims, self.out_dims, self.chi)
-    shapes = [
-        (dims[k], i, j, dims[k + 1])
-        for k, (i, j) in enumerate(zip(self.in_dims, self.out_dims, strict=True))
-    ]
-    cores = [torch.randn(shape, generator=gen) for shape in shapes]
-    factor = float(weight.norm() / mpo.contract(cores).norm()) ** (1.0 / len(cores))
-    for k, core in enumerate(cores):
-        self.register_parameter(f"core{k}", nn.Parameter((core * factor).contiguous()))
-    b = torch.zeros(self.out_features) if bias is None else bias.detach().float().clone()
-    self.bias = nn.Parameter(b)
+def _random_cores(seed: int) -> Callable[..., list[torch.Tensor]]:
+    """A stand-in for `mpo.tt_svd`: i.i.d. N(0, 1) cores at the full bond dimensions.
+
+    `MPOLinear` then pads nothing and rescales the product to the dense init's norm, as it
+    does for the TT-SVD cores, so only the cores' directions change.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def cores(
+        matrix: torch.Tensor, in_dims: Sequence[int], out_dims: Sequence[int], chi: int | None
+    ) -> list[torch.Tensor]:
+        dims = mpo.bond_dims(in_dims, out_dims, chi)
+        pairs = enumerate(zip(in_dims, out_dims, strict=True))
+        return [torch.randn(dims[k], i, j, dims[k + 1], generator=gen) for k, (i, j) in pairs]
+
+    return cores
 
 
 def run_variant(variant: str, rounds: int) -> dict[str, object]:
-    set_from = mpo.MPOLinear._set_from
+    tt_svd = mpo.tt_svd
     train = dict(simulate.TASK_TRAIN_CONFIG)
     load = simulate.load_dataset
     defaults = dict(mpo.MPOLinear.__init__.__kwdefaults__ or {})
@@ -77,7 +74,7 @@ def run_variant(variant: str, rounds: int) -> dict[str, object]:
     elif variant == "noclip":
         clip = None
     elif variant == "randcores":
-        mpo.MPOLinear._set_from = _random_cores  # type: ignore[method-assign]
+        mpo.tt_svd = _random_cores(seed=0)
     elif variant == "interleaved":
         simulate.load_dataset = _interleaved(load)  # type: ignore[assignment]
     elif variant != "baseline":
@@ -91,7 +88,7 @@ def run_variant(variant: str, rounds: int) -> dict[str, object]:
     finally:  # leave the module as it was for the next variant
         mpo.MPOLinear.__init__.__kwdefaults__ = defaults
         simulate.load_dataset = load  # type: ignore[assignment]
-        mpo.MPOLinear._set_from = set_from  # type: ignore[method-assign]
+        mpo.tt_svd = tt_svd
         simulate.TASK_TRAIN_CONFIG.update(train)
     return {
         "variant": variant,

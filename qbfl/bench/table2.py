@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 import time
@@ -32,8 +33,6 @@ def centralized(
     dataset: str, model_name: str, epochs: int, seed: int, lr: float | None = None
 ) -> dict[str, Any]:
     """One model on all 60 000 training images, the clients' optimiser (or learning rate `lr`)."""
-    import dataclasses
-
     import torch
 
     from qbfl.learning.data import load_dataset
