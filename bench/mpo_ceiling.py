@@ -12,7 +12,10 @@ learning rate X instead of 0.05), `noclip` (the paper's SGD without the step cli
 row fine, column fine) instead of row-major (row, row, column, column); done by permuting the
 pixels, which for the FCNN is exactly a change of the MPO's input index map), `randcores`
 (i.i.d. Gaussian cores scaled so the contracted weight has the dense init's norm, instead of
-the TT-SVD of the dense init).
+the TT-SVD of the dense init), `denseavg` (the server averages the clients' contracted dense
+weights, not their cores, and projects the mean back to χ by TT-SVD: the test of whether
+averaging cores is what costs accuracy), `iid` (each client gets 775 images drawn uniformly,
+instead of the two-shard non-IID partition).
 Writes bench/results/mpo-ceiling.json (or `--name`).
 """
 
@@ -23,11 +26,14 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
+from qbfl.aggregation.base import AggregationResult
 from qbfl.bench.report import emit
 from qbfl.learning import mpo
 from qbfl.learning.data import ImageDataset
+from qbfl.learning.models import build_model, flatten_params, load_flat_
 from qbfl.orchestrator import simulate
 
 
@@ -60,10 +66,73 @@ def _random_cores(seed: int) -> Callable[..., list[torch.Tensor]]:
     return cores
 
 
+class DenseAverage:
+    """FedAvg in the space of dense weights: mean of each client's contracted MPO weight, then TT-SVD.
+
+    The simulator hands over updates of the flat core vector; this keeps its own copy of the
+    global weights (the simulator adds exactly the returned update, rebalance is off), rebuilds
+    every client's model, averages `to_dense()` per layer and the biases, and re-decomposes the
+    mean at the layer's χ. Cores leave in TT-SVD's gauge, then `rebalance_` evens their norms.
+    """
+
+    name = "fedavg"
+
+    def __init__(self, model_name: str, seed: int) -> None:
+        self.model = build_model(model_name, seed=seed)
+        self.weights = flatten_params(self.model)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def aggregate(
+        self,
+        updates: np.ndarray,
+        *,
+        client_ids: Sequence[int],
+        stakes: np.ndarray,
+        f: int,
+        previous: np.ndarray | None,
+    ) -> AggregationResult:
+        layers = [m for m in self.model.modules() if isinstance(m, mpo.MPOLinear)]
+        dense = [torch.zeros(m.in_features, m.out_features, dtype=torch.float64) for m in layers]
+        flat = torch.zeros_like(self.weights, dtype=torch.float64)
+        for row in updates:
+            load_flat_(self.model, self.weights + torch.from_numpy(row))
+            flat += flatten_params(self.model).double()
+            for acc, layer in zip(dense, layers, strict=True):
+                acc += layer.to_dense().double()
+        load_flat_(self.model, (flat / len(updates)).float())  # biases (and any dense layer)
+        for acc, layer in zip(dense, layers, strict=True):
+            cores = mpo.tt_svd(acc / len(updates), layer.in_dims, layer.out_dims, layer.chi)
+            dims = mpo.bond_dims(layer.in_dims, layer.out_dims, layer.chi)
+            for old, new in zip(layer.cores, mpo._pad_cores(cores, dims, self.gen), strict=True):
+                old.copy_(new.float())
+            mpo.rebalance_(layer)
+        new_weights = flatten_params(self.model)
+        update = (new_weights - self.weights).numpy().astype(np.float32)
+        self.weights = self.weights + torch.from_numpy(update)  # what the simulator will hold
+        return AggregationResult(update=update, selected=tuple(int(i) for i in client_ids))
+
+
+def _iid(client_data: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Callable[..., object]:
+    def iid_client_data(
+        config: simulate.SimulationConfig, train: ImageDataset
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As many images per client as the non-IID partition gives (775), drawn uniformly."""
+        count = int(client_data(config, train)[1].shape[1])
+        gen = torch.Generator().manual_seed(config.seed)
+        index = torch.randperm(train.labels.numel(), generator=gen)[: config.nodes * count]
+        index = index.reshape(config.nodes, count)
+        return train.images[index], train.labels[index]
+
+    return iid_client_data
+
+
 def run_variant(variant: str, rounds: int) -> dict[str, object]:
     tt_svd = mpo.tt_svd
     train = dict(simulate.TASK_TRAIN_CONFIG)
     load = simulate.load_dataset
+    get_aggregator = simulate.get_aggregator
+    client_data = simulate.client_data
     defaults = dict(mpo.MPOLinear.__init__.__kwdefaults__ or {})
     clip: float | None = simulate.DEFAULT_CLIP_NORM
     if variant == "plain":
@@ -77,6 +146,11 @@ def run_variant(variant: str, rounds: int) -> dict[str, object]:
         mpo.tt_svd = _random_cores(seed=0)
     elif variant == "interleaved":
         simulate.load_dataset = _interleaved(load)  # type: ignore[assignment]
+    elif variant == "denseavg":
+        dense = DenseAverage("fcnn-mpo", seed=0)
+        simulate.get_aggregator = lambda name: dense  # type: ignore[assignment,return-value,misc]
+    elif variant == "iid":
+        simulate.client_data = _iid(client_data)  # type: ignore[assignment]
     elif variant != "baseline":
         raise SystemExit(f"unknown variant {variant!r}")
     try:
@@ -89,6 +163,8 @@ def run_variant(variant: str, rounds: int) -> dict[str, object]:
         mpo.MPOLinear.__init__.__kwdefaults__ = defaults
         simulate.load_dataset = load  # type: ignore[assignment]
         mpo.tt_svd = tt_svd
+        simulate.get_aggregator = get_aggregator
+        simulate.client_data = client_data
         simulate.TASK_TRAIN_CONFIG.update(train)
     return {
         "variant": variant,
