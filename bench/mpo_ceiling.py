@@ -15,7 +15,9 @@ pixels, which for the FCNN is exactly a change of the MPO's input index map), `r
 the TT-SVD of the dense init), `denseavg` (the server averages the clients' contracted dense
 weights, not their cores, and projects the mean back to χ by TT-SVD: the test of whether
 averaging cores is what costs accuracy), `iid` (each client gets 775 images drawn uniformly,
-instead of the two-shard non-IID partition).
+instead of the two-shard non-IID partition), `central-full` / `central-clients` (no federation:
+one model at lr 0.01 for `--rounds` epochs, on all 60 000 training images or on the 38 750 that
+the 50 clients hold between them; tells whether the clients' smaller union of data is the limit).
 Writes bench/results/mpo-ceiling.json (or `--name`).
 """
 
@@ -127,6 +129,33 @@ def _iid(client_data: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Calla
     return iid_client_data
 
 
+def _centralized(subset: bool, epochs: int) -> list[float]:
+    """fcnn-mpo trained as one model at lr 0.01 (Table 2's `--central-lr 0.01` cell), on all
+    60 000 training images or only on the 38 750 the 50 non-IID clients hold between them."""
+    from qbfl.bench import table2
+    from qbfl.learning import data
+    from qbfl.learning.partition import client_indices
+
+    load = data.load_dataset
+
+    def clients_only(task: str, split: str, *args: object, **kwargs: object) -> ImageDataset:
+        full = load(task, split, *args, **kwargs)  # type: ignore[arg-type]
+        if split != "train":
+            return full
+        labels = full.labels.numpy()
+        rows = [client_indices(labels, i, n_clients=50, seed=0) for i in range(50)]
+        index = torch.from_numpy(np.unique(np.concatenate(rows)))
+        return ImageDataset(images=full.images[index], labels=full.labels[index])
+
+    if subset:
+        data.load_dataset = clients_only  # type: ignore[assignment]
+    try:
+        run = table2.centralized("mnist", "fcnn-mpo", epochs, seed=0, lr=0.01)
+    finally:
+        data.load_dataset = load
+    return list(run["accuracy"])
+
+
 def run_variant(variant: str, rounds: int) -> dict[str, object]:
     tt_svd = mpo.tt_svd
     train = dict(simulate.TASK_TRAIN_CONFIG)
@@ -151,14 +180,17 @@ def run_variant(variant: str, rounds: int) -> dict[str, object]:
         simulate.get_aggregator = lambda name: dense  # type: ignore[assignment,return-value,misc]
     elif variant == "iid":
         simulate.client_data = _iid(client_data)  # type: ignore[assignment]
-    elif variant != "baseline":
+    elif variant not in ("baseline", "central-full", "central-clients"):
         raise SystemExit(f"unknown variant {variant!r}")
+    start = time.perf_counter()
     try:
-        config = simulate.SimulationConfig(
-            task="mnist", nodes=50, aggregator="fedavg", rounds=rounds, clip_norm=clip
-        )
-        start = time.perf_counter()
-        acc = [r.accuracy for r in simulate.run_simulation(config).records]
+        if variant.startswith("central-"):
+            acc = _centralized(subset=variant == "central-clients", epochs=rounds)
+        else:
+            config = simulate.SimulationConfig(
+                task="mnist", nodes=50, aggregator="fedavg", rounds=rounds, clip_norm=clip
+            )
+            acc = [r.accuracy for r in simulate.run_simulation(config).records]
     finally:  # leave the module as it was for the next variant
         mpo.MPOLinear.__init__.__kwdefaults__ = defaults
         simulate.load_dataset = load  # type: ignore[assignment]
