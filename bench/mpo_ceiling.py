@@ -221,7 +221,10 @@ def main() -> None:
         args.name,
         rows,
         as_json=False,
-        title=f"fcnn-mpo, MNIST, FedAvg, 50 non-IID clients, {args.rounds} rounds, no attack",
+        title=(
+            f"fcnn-mpo, MNIST, no attack, {args.rounds} rounds (epochs for central-*); "
+            "FedAvg over 50 non-IID clients unless the variant says otherwise"
+        ),
     )
 
 
