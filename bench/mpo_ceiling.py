@@ -18,6 +18,7 @@ averaging cores is what costs accuracy), `iid` (each client gets 775 images draw
 instead of the two-shard non-IID partition), `central-full` / `central-clients` (no federation:
 one model at lr 0.01 for `--rounds` epochs, on all 60 000 training images or on the 38 750 that
 the 50 clients hold between them; tells whether the clients' smaller union of data is the limit).
+`--task fashion-mnist` runs any variant on Fashion-MNIST's cnn-mpo instead.
 Writes bench/results/mpo-ceiling.json (or `--name`).
 """
 
@@ -35,7 +36,7 @@ from qbfl.aggregation.base import AggregationResult
 from qbfl.bench.report import emit
 from qbfl.learning import mpo
 from qbfl.learning.data import ImageDataset
-from qbfl.learning.models import build_model, flatten_params, load_flat_
+from qbfl.learning.models import TASK_MODEL, build_model, flatten_params, load_flat_
 from qbfl.orchestrator import simulate
 
 
@@ -129,9 +130,14 @@ def _iid(client_data: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Calla
     return iid_client_data
 
 
-def _centralized(subset: bool, epochs: int) -> list[float]:
-    """fcnn-mpo trained as one model at lr 0.01 (Table 2's `--central-lr 0.01` cell), on all
-    60 000 training images or only on the 38 750 the 50 non-IID clients hold between them."""
+# Centralized learning rate per task: MNIST's best Table 2 cell (`--central-lr 0.01`); Fashion at
+# the clients' 0.02, Table 2's default centralized cell.
+CENTRAL_LR: dict[str, float | None] = {"mnist": 0.01, "fashion-mnist": None}
+
+
+def _centralized(task: str, subset: bool, epochs: int) -> list[float]:
+    """The task's MPO model trained as one model (lr CENTRAL_LR), on all 60 000 training images
+    or only on the 38 750 the 50 non-IID clients hold between them."""
     from qbfl.bench import table2
     from qbfl.learning import data
     from qbfl.learning.partition import client_indices
@@ -150,13 +156,13 @@ def _centralized(subset: bool, epochs: int) -> list[float]:
     if subset:
         data.load_dataset = clients_only  # type: ignore[assignment]
     try:
-        run = table2.centralized("mnist", "fcnn-mpo", epochs, seed=0, lr=0.01)
+        run = table2.centralized(task, TASK_MODEL[task], epochs, seed=0, lr=CENTRAL_LR[task])
     finally:
         data.load_dataset = load
     return list(run["accuracy"])
 
 
-def run_variant(variant: str, rounds: int) -> dict[str, object]:
+def run_variant(variant: str, rounds: int, task: str = "mnist") -> dict[str, object]:
     tt_svd = mpo.tt_svd
     train = dict(simulate.TASK_TRAIN_CONFIG)
     load = simulate.load_dataset
@@ -168,7 +174,7 @@ def run_variant(variant: str, rounds: int) -> dict[str, object]:
         mpo.MPOLinear.__init__.__kwdefaults__ = defaults | {"rescale": False}
     elif variant.startswith("lr"):
         lr = float(variant[2:])
-        simulate.TASK_TRAIN_CONFIG["mnist"] = dataclasses.replace(train["mnist"], lr=lr)
+        simulate.TASK_TRAIN_CONFIG[task] = dataclasses.replace(train[task], lr=lr)
     elif variant == "noclip":
         clip = None
     elif variant == "randcores":
@@ -176,7 +182,7 @@ def run_variant(variant: str, rounds: int) -> dict[str, object]:
     elif variant == "interleaved":
         simulate.load_dataset = _interleaved(load)  # type: ignore[assignment]
     elif variant == "denseavg":
-        dense = DenseAverage("fcnn-mpo", seed=0)
+        dense = DenseAverage(TASK_MODEL[task], seed=0)
         simulate.get_aggregator = lambda name: dense  # type: ignore[assignment,return-value,misc]
     elif variant == "iid":
         simulate.client_data = _iid(client_data)  # type: ignore[assignment]
@@ -185,10 +191,10 @@ def run_variant(variant: str, rounds: int) -> dict[str, object]:
     start = time.perf_counter()
     try:
         if variant.startswith("central-"):
-            acc = _centralized(subset=variant == "central-clients", epochs=rounds)
+            acc = _centralized(task, subset=variant == "central-clients", epochs=rounds)
         else:
             config = simulate.SimulationConfig(
-                task="mnist", nodes=50, aggregator="fedavg", rounds=rounds, clip_norm=clip
+                task=task, nodes=50, aggregator="fedavg", rounds=rounds, clip_norm=clip
             )
             acc = [r.accuracy for r in simulate.run_simulation(config).records]
     finally:  # leave the module as it was for the next variant
@@ -211,18 +217,20 @@ def run_variant(variant: str, rounds: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="baseline,plain,lr0.1,noclip")
+    parser.add_argument("--task", choices=sorted(TASK_MODEL), default="mnist")
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument(
         "--name", default="mpo-ceiling", help="writes bench/results/NAME.json (keep earlier runs)"
     )
     args = parser.parse_args()
-    rows = [run_variant(v, args.rounds) for v in args.variants.split(",") if v]
+    rows = [run_variant(v, args.rounds, args.task) for v in args.variants.split(",") if v]
     emit(
         args.name,
         rows,
         as_json=False,
         title=(
-            f"fcnn-mpo, MNIST, no attack, {args.rounds} rounds (epochs for central-*); "
+            f"{TASK_MODEL[args.task]}, {args.task}, no attack, {args.rounds} rounds "
+            "(epochs for central-*); "
             "FedAvg over 50 non-IID clients unless the variant says otherwise"
         ),
     )
