@@ -15,9 +15,10 @@ pixels, which for the FCNN is exactly a change of the MPO's input index map), `r
 the TT-SVD of the dense init), `denseavg` (the server averages the clients' contracted dense
 weights, not their cores, and projects the mean back to χ by TT-SVD: the test of whether
 averaging cores is what costs accuracy), `iid` (each client gets 775 images drawn uniformly,
-instead of the two-shard non-IID partition), `central-full` / `central-clients` (no federation:
-one model at lr 0.01 for `--rounds` epochs, on all 60 000 training images or on the 38 750 that
-the 50 clients hold between them; tells whether the clients' smaller union of data is the limit).
+instead of the label-shard non-IID partition, 10 shards of 4–8 labels), `central-full` /
+`central-clients` / `central-iid` (no federation: one model at lr 0.01 for `--rounds` epochs, on
+all 60 000 training images, on the 38 750 that the 50 non-IID clients hold between them, or on
+the 38 750 the `iid` clients hold; tells whether the clients' smaller union of data is the limit).
 `--task fashion-mnist` runs any variant on Fashion-MNIST's cnn-mpo instead.
 Writes bench/results/mpo-ceiling.json (or `--name`).
 """
@@ -37,6 +38,7 @@ from qbfl.bench.report import emit
 from qbfl.learning import mpo
 from qbfl.learning.data import ImageDataset
 from qbfl.learning.models import TASK_MODEL, build_model, flatten_params, load_flat_
+from qbfl.learning.partition import client_indices
 from qbfl.orchestrator import simulate
 
 
@@ -135,31 +137,42 @@ def _iid(client_data: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Calla
 CENTRAL_LR: dict[str, float | None] = {"mnist": 0.01, "fashion-mnist": None}
 
 
-def _centralized(task: str, subset: bool, epochs: int) -> list[float]:
+def _union_index(labels: np.ndarray, kind: str, nodes: int = 50, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of the training images the `nodes` clients hold between them: those of the
+    non-IID partition (`clients`, what `simulate.client_data` hands out) or of the `iid` variant's
+    uniform draw (the same randperm as `_iid`)."""
+    rows = [client_indices(labels, i, n_clients=nodes, seed=seed) for i in range(nodes)]
+    if kind == "clients":
+        return torch.from_numpy(np.unique(np.concatenate(rows)))
+    count = min(len(r) for r in rows)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(len(labels), generator=gen)[: nodes * count].sort().values
+
+
+def _centralized(task: str, union: str | None, epochs: int) -> list[float]:
     """The task's MPO model trained as one model (lr CENTRAL_LR), on all 60 000 training images
-    or only on the 38 750 the 50 non-IID clients hold between them."""
+    (`union` None) or only on the 38 750 that 50 clients hold between them (`_union_index`)."""
     from qbfl.bench import table2
     from qbfl.learning import data
-    from qbfl.learning.partition import client_indices
 
     load = data.load_dataset
 
-    def clients_only(task: str, split: str, *args: object, **kwargs: object) -> ImageDataset:
+    def union_only(task: str, split: str, *args: object, **kwargs: object) -> ImageDataset:
         full = load(task, split, *args, **kwargs)  # type: ignore[arg-type]
-        if split != "train":
+        if split != "train" or union is None:
             return full
-        labels = full.labels.numpy()
-        rows = [client_indices(labels, i, n_clients=50, seed=0) for i in range(50)]
-        index = torch.from_numpy(np.unique(np.concatenate(rows)))
+        index = _union_index(full.labels.numpy(), union)
         return ImageDataset(images=full.images[index], labels=full.labels[index])
 
-    if subset:
-        data.load_dataset = clients_only  # type: ignore[assignment]
+    data.load_dataset = union_only  # type: ignore[assignment]
     try:
         run = table2.centralized(task, TASK_MODEL[task], epochs, seed=0, lr=CENTRAL_LR[task])
     finally:
         data.load_dataset = load
     return list(run["accuracy"])
+
+
+CENTRAL_VARIANTS = {"central-full": None, "central-clients": "clients", "central-iid": "iid"}
 
 
 def run_variant(variant: str, rounds: int, task: str = "mnist") -> dict[str, object]:
@@ -186,12 +199,12 @@ def run_variant(variant: str, rounds: int, task: str = "mnist") -> dict[str, obj
         simulate.get_aggregator = lambda name: dense  # type: ignore[assignment,return-value,misc]
     elif variant == "iid":
         simulate.client_data = _iid(client_data)  # type: ignore[assignment]
-    elif variant not in ("baseline", "central-full", "central-clients"):
+    elif variant != "baseline" and variant not in CENTRAL_VARIANTS:
         raise SystemExit(f"unknown variant {variant!r}")
     start = time.perf_counter()
     try:
-        if variant.startswith("central-"):
-            acc = _centralized(task, subset=variant == "central-clients", epochs=rounds)
+        if variant in CENTRAL_VARIANTS:
+            acc = _centralized(task, CENTRAL_VARIANTS[variant], epochs=rounds)
         else:
             config = simulate.SimulationConfig(
                 task=task, nodes=50, aggregator="fedavg", rounds=rounds, clip_norm=clip

@@ -53,13 +53,44 @@ def test_dense_average_of_one_client_is_that_client_in_another_gauge() -> None:
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     # ... but the cores themselves are not the client's: they were re-decomposed.
     assert not torch.allclose(client, merged)
-    torch.testing.assert_close(dense_avg.weights, merged)
 
 
-def test_dense_average_takes_the_mean_of_biases_and_of_contracted_weights() -> None:
+def _regauged(weights: torch.Tensor) -> torch.Tensor:
+    """The same function in another gauge: core0 × 2 and core1 × 0.5 in every MPO layer."""
+    model = build_model("fcnn-mpo", seed=0)
+    load_flat_(model, weights)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, mpo.MPOLinear):
+                layer.cores[0].mul_(2.0)
+                layer.cores[1].mul_(0.5)
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def test_dense_average_averages_functions_not_cores() -> None:
     dense_avg = _script().DenseAverage("fcnn-mpo", seed=0)
     start = dense_avg.weights.clone()
     rng = np.random.default_rng(2)
+    client = start + torch.from_numpy(
+        (rng.standard_normal(start.numel()) * 0.05).astype(np.float32)
+    )
+    twin = _regauged(client)  # same dense weights and biases, different cores
+    updates = torch.stack([client - start, twin - start]).numpy()
+    result = dense_avg.aggregate(updates, client_ids=[0, 1], stakes=np.ones(2), f=0, previous=None)
+    merged = start + torch.from_numpy(result.update)
+    for a, b in zip(_dense(merged), _dense(client), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for a, b in zip(_bias(merged), _bias(client), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    # Averaging the cores instead scales the weight by (1 + 2)/2 · (1 + 0.5)/2 = 1.125.
+    core_mean = (client + twin) / 2
+    assert not torch.allclose(_dense(core_mean)[0], _dense(client)[0], atol=1e-3)
+
+
+def test_dense_average_takes_the_mean_of_biases() -> None:
+    dense_avg = _script().DenseAverage("fcnn-mpo", seed=0)
+    start = dense_avg.weights.clone()
+    rng = np.random.default_rng(3)
     updates = (rng.standard_normal((3, start.numel())) * 0.05).astype(np.float32)
     result = dense_avg.aggregate(
         updates, client_ids=[0, 1, 2], stakes=np.ones(3), f=1, previous=None
@@ -68,12 +99,19 @@ def test_dense_average_takes_the_mean_of_biases_and_of_contracted_weights() -> N
     clients = [start + torch.from_numpy(u) for u in updates]
     for k, bias in enumerate(_bias(merged)):
         torch.testing.assert_close(bias, sum(_bias(c)[k] for c in clients) / 3, atol=1e-6, rtol=0)
-    for k, dense in enumerate(_dense(merged)):
-        mean = sum(_dense(c)[k] for c in clients) / 3
-        # The best rank-χ approximation of the mean is closer to it than any single client.
-        assert float((dense - mean).norm()) < min(
-            float((_dense(c)[k] - mean).norm()) for c in clients
-        )
+
+
+def test_central_union_is_what_the_clients_hold() -> None:
+    script = _script()
+    labels = torch.arange(60_000) % 10
+    train = ImageDataset(images=torch.arange(60_000, dtype=torch.float32), labels=labels)
+    config = simulate.SimulationConfig(task="mnist", nodes=50, aggregator="fedavg")
+    non_iid = simulate.client_data(config, train)[0].reshape(-1).long()
+    iid = script._iid(simulate.client_data)(config, train)[0].reshape(-1).long()
+    torch.testing.assert_close(
+        script._union_index(labels.numpy(), "clients"), non_iid.sort().values
+    )
+    torch.testing.assert_close(script._union_index(labels.numpy(), "iid"), iid.sort().values)
 
 
 def test_iid_partition_gives_each_client_as_many_distinct_images_drawn_across_labels() -> None:
@@ -84,6 +122,6 @@ def test_iid_partition_gives_each_client_as_many_distinct_images_drawn_across_la
     non_iid = simulate.client_data(config, train)[1]
     assert iid_labels.shape == non_iid.shape == (50, 775)
     assert images.unique().numel() == 50 * 775  # without replacement, across clients too
-    # Non-IID clients hold two shards (few labels); IID ones see every label.
+    # Non-IID clients hold label-sorted shards (4–8 labels here); IID ones see every label.
     assert all(row.unique().numel() == 10 for row in iid_labels)
     assert max(row.unique().numel() for row in non_iid) < 10
