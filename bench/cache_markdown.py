@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from qbfl.bench.fig4 import PAPER_FIG4
 from qbfl.bench.table2 import MODEL_NAMES, PAPER_TABLE2
 from qbfl.bench.table3 import ATTACKS, MALICIOUS, METHODS, PAPER_ROW, paper_value
@@ -18,8 +20,10 @@ from qbfl.bench.table3 import ATTACKS, MALICIOUS, METHODS, PAPER_ROW, paper_valu
 CACHE = Path("bench/results/cache")
 
 
-def _cells(table: str) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((CACHE / table).glob("*.json"))]
+def _cells(table: str, *, seed: int | None = 0) -> list[dict[str, Any]]:
+    """The cached cells of one table; by default only seed 0, the seed every table is run at."""
+    cells = [json.loads(p.read_text()) for p in sorted((CACHE / table).glob("*.json"))]
+    return [d for d in cells if seed is None or d["config"].get("seed", 0) == seed]
 
 
 def table2() -> list[str]:
@@ -82,6 +86,36 @@ def table3(dataset: str) -> list[str]:
     return lines
 
 
+def table2_seeds() -> list[str]:
+    """Table 2 cells run at more than one seed (`qbfl-bench table2 --seed S`): the spread."""
+    by_cell: dict[tuple[Any, ...], dict[int, dict[str, Any]]] = {}
+    for d in _cells("table2", seed=None):
+        c = d["config"]
+        key = (c["dataset"], c["scenario"], c.get("lr"), c["model"])
+        by_cell.setdefault(key, {})[c.get("seed", 0)] = d
+    lines = [
+        "| dataset | scenario | model | seeds | final, per seed | final mean ± sd "
+        "| last-20 mean ± sd | paper |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (dataset, scenario, lr, model), runs in sorted(by_cell.items(), key=str):
+        if len(runs) < 2:
+            continue
+        seeds = sorted(runs)
+        finals = np.array([100 * runs[s]["final_accuracy"] for s in seeds])
+        lasts = np.array([100 * np.mean(runs[s]["accuracy"][-20:]) for s in seeds])
+        variant = next(v for (ds, v), m in MODEL_NAMES.items() if ds == dataset and m == model)
+        label = scenario if lr is None else f"{scenario}, lr {lr}"
+        lines.append(
+            f"| {dataset} | {label} | {model} | {', '.join(map(str, seeds))} "
+            f"| {' / '.join(f'{x:.2f}' for x in finals)} "
+            f"| {finals.mean():.2f} ± {finals.std(ddof=1):.2f} % "
+            f"| {lasts.mean():.2f} ± {lasts.std(ddof=1):.2f} % "
+            f"| {PAPER_TABLE2[(dataset, scenario, variant)]:.2f} % |"
+        )
+    return lines if len(lines) > 2 else []
+
+
 def fig4() -> list[str]:
     lines = [
         "| dataset | malicious | rounds | final (ours) | paper | spent ε | σ | s / round |",
@@ -101,6 +135,9 @@ def fig4() -> list[str]:
 def main() -> None:
     print("### Table 2\n")
     print("\n".join(table2()))
+    if spread := table2_seeds():
+        print("\n### Table 2 across seeds\n")
+        print("\n".join(spread))
     for dataset in ("mnist", "fashion-mnist"):
         print(
             f"\n### Table 3, {dataset}: ours / paper, mean test accuracy of the last 20 rounds (%)\n"
