@@ -38,7 +38,6 @@ from qbfl.bench.report import emit
 from qbfl.learning import mpo
 from qbfl.learning.data import ImageDataset
 from qbfl.learning.models import TASK_MODEL, build_model, flatten_params, load_flat_
-from qbfl.learning.partition import client_indices
 from qbfl.orchestrator import simulate
 
 
@@ -80,7 +79,7 @@ class DenseAverage:
     mean at the layer's χ. Cores leave in TT-SVD's gauge, then `rebalance_` evens their norms.
     """
 
-    name = "fedavg"
+    name = "denseavg"
 
     def __init__(self, model_name: str, seed: int) -> None:
         self.model = build_model(model_name, seed=seed)
@@ -118,12 +117,15 @@ class DenseAverage:
         return AggregationResult(update=update, selected=tuple(int(i) for i in client_ids))
 
 
-def _iid(client_data: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Callable[..., object]:
+Partition = Callable[[simulate.SimulationConfig, ImageDataset], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _iid(client_data: Partition) -> Partition:
     def iid_client_data(
         config: simulate.SimulationConfig, train: ImageDataset
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """As many images per client as the non-IID partition gives (775), drawn uniformly."""
-        count = int(client_data(config, train)[1].shape[1])
+        count = int(client_data(config, _index_dataset(train))[1].shape[1])
         gen = torch.Generator().manual_seed(config.seed)
         index = torch.randperm(train.labels.numel(), generator=gen)[: config.nodes * count]
         index = index.reshape(config.nodes, count)
@@ -132,21 +134,25 @@ def _iid(client_data: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> Calla
     return iid_client_data
 
 
+def _index_dataset(train: ImageDataset) -> ImageDataset:
+    """`train` with each image replaced by its index: a partition of it hands out indices."""
+    return ImageDataset(images=torch.arange(train.labels.numel()), labels=train.labels)
+
+
 # Centralized learning rate per task: MNIST's best Table 2 cell (`--central-lr 0.01`); Fashion at
 # the clients' 0.02, Table 2's default centralized cell.
 CENTRAL_LR: dict[str, float | None] = {"mnist": 0.01, "fashion-mnist": None}
 
 
-def _union_index(labels: np.ndarray, kind: str, nodes: int = 50, seed: int = 0) -> torch.Tensor:
-    """Sorted indices of the training images the `nodes` clients hold between them: those of the
-    non-IID partition (`clients`, what `simulate.client_data` hands out) or of the `iid` variant's
-    uniform draw (the same randperm as `_iid`)."""
-    rows = [client_indices(labels, i, n_clients=nodes, seed=seed) for i in range(nodes)]
-    if kind == "clients":
-        return torch.from_numpy(np.unique(np.concatenate(rows)))
-    count = min(len(r) for r in rows)
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randperm(len(labels), generator=gen)[: nodes * count].sort().values
+def _union_index(train: ImageDataset, task: str, kind: str) -> torch.Tensor:
+    """Sorted indices of the training images the 50 clients of a default simulation hold between
+    them: under the non-IID partition (`clients`, `simulate.client_data`) or the `iid` draw."""
+    config = simulate.SimulationConfig(task=task, nodes=50, aggregator="fedavg")
+    partition: Partition = simulate.client_data
+    if kind == "iid":
+        partition = _iid(partition)
+    index, _ = partition(config, _index_dataset(train))
+    return index.reshape(-1).unique()
 
 
 def _centralized(task: str, union: str | None, epochs: int) -> list[float]:
@@ -161,7 +167,7 @@ def _centralized(task: str, union: str | None, epochs: int) -> list[float]:
         full = load(task, split, *args, **kwargs)  # type: ignore[arg-type]
         if split != "train" or union is None:
             return full
-        index = _union_index(full.labels.numpy(), union)
+        index = _union_index(full, task, union)
         return ImageDataset(images=full.images[index], labels=full.labels[index])
 
     data.load_dataset = union_only  # type: ignore[assignment]

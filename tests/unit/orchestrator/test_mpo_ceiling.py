@@ -13,6 +13,7 @@ import torch
 from qbfl.learning import mpo
 from qbfl.learning.data import ImageDataset
 from qbfl.learning.models import build_model, load_flat_
+from qbfl.learning.partition import client_indices
 from qbfl.orchestrator import simulate
 
 SCRIPT = Path(__file__).resolve().parents[3] / "bench" / "mpo_ceiling.py"
@@ -104,14 +105,14 @@ def test_dense_average_takes_the_mean_of_biases() -> None:
 def test_central_union_is_what_the_clients_hold() -> None:
     script = _script()
     labels = torch.arange(60_000) % 10
-    train = ImageDataset(images=torch.arange(60_000, dtype=torch.float32), labels=labels)
-    config = simulate.SimulationConfig(task="mnist", nodes=50, aggregator="fedavg")
-    non_iid = simulate.client_data(config, train)[0].reshape(-1).long()
-    iid = script._iid(simulate.client_data)(config, train)[0].reshape(-1).long()
-    torch.testing.assert_close(
-        script._union_index(labels.numpy(), "clients"), non_iid.sort().values
-    )
-    torch.testing.assert_close(script._union_index(labels.numpy(), "iid"), iid.sort().values)
+    train = ImageDataset(images=torch.zeros(60_000, 1, 28, 28), labels=labels)
+    # Derived independently of the simulator: the partition's own rows, and the IID randperm.
+    rows = [client_indices(labels.numpy(), i, n_clients=50, seed=0) for i in range(50)]
+    clients = torch.from_numpy(np.unique(np.concatenate(rows)))
+    iid = torch.randperm(60_000, generator=torch.Generator().manual_seed(0))[: 50 * 775]
+    assert clients.numel() == 50 * 775
+    torch.testing.assert_close(script._union_index(train, "mnist", "clients"), clients)
+    torch.testing.assert_close(script._union_index(train, "mnist", "iid"), iid.sort().values)
 
 
 def test_iid_partition_gives_each_client_as_many_distinct_images_drawn_across_labels() -> None:
