@@ -121,7 +121,11 @@ def fig4() -> list[str]:
         "| dataset | malicious | rounds | final (ours) | paper | spent ε | σ | s / round |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for d in _cells("fig4"):
+    # dataset in the paper's order (MNIST first), then the number of malicious clients
+    order = list(PAPER_FIG4)
+    cells = _cells("fig4")
+    cells.sort(key=lambda d: (order.index(d["config"]["task"]), d["config"]["malicious"]))
+    for d in cells:
         c = d["config"]
         paper = PAPER_FIG4[c["task"]].get(c["malicious"])
         lines.append(
