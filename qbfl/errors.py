@@ -39,3 +39,7 @@ class KeyPoolExhausted(QbflError):
 
 class QkdAborted(QbflError):
     """A QKD session aborted, typically because the estimated QBER exceeded the threshold."""
+
+
+class ChainStalled(QbflError):
+    """Honest nodes made no progress for the stated time (CometBFT's e2e runner reports the same)."""

@@ -21,7 +21,6 @@ from qbfl.consensus.events import (
     VoteReceived,
     event_for,
 )
-from qbfl.consensus.round import ConsensusNode
 from qbfl.consensus.wire import VoteMessage
 from qbfl.crypto.signing import SigningKey
 from qbfl.errors import ForkDetected, QbflError
@@ -29,6 +28,26 @@ from qbfl.ledger.block import ConsensusMessage
 from qbfl.ledger.genesis import GenesisBlock, RosterEntry, TaskSpec, make_genesis
 
 UpdateSource = Callable[[int, int], bytes | None]  # (node id, round) → local update, None: none
+
+
+class NetworkMember(Protocol):
+    """What the network drives: a ConsensusNode, or a shell around one (qbfl.node.runtime)."""
+
+    @property
+    def node_id(self) -> int: ...
+
+    @property
+    def round(self) -> int: ...
+
+    @property
+    def view(self) -> int: ...
+
+    @property
+    def voted(self) -> ConsensusMessage | None: ...
+
+    def start(self) -> list[Effect]: ...
+
+    def handle(self, event: Event) -> list[Effect]: ...
 
 
 class Transport(Protocol):
@@ -96,7 +115,7 @@ class SafetyMonitor:
     votes: dict[tuple[int, int, int], ConsensusMessage] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
 
-    def observe(self, node: ConsensusNode, event: Event, effects: list[Effect]) -> None:
+    def observe(self, node: NetworkMember, event: Event, effects: list[Effect]) -> None:
         if node.node_id not in self.honest:
             return
         for effect in effects:
@@ -160,7 +179,7 @@ class InMemoryNetwork:
         self._rng = np.random.default_rng(seed)
         self._queue: list[tuple[float, float, int, int, Event]] = []
         self._seq = 0
-        self._nodes: dict[int, ConsensusNode] = {}
+        self._nodes: dict[int, NetworkMember] = {}
         self._offline: set[int] = set()
         self.steps = 0
         self.delivered = 0
@@ -176,10 +195,10 @@ class InMemoryNetwork:
         return tuple(self._nodes)
 
     @property
-    def nodes(self) -> Mapping[int, ConsensusNode]:
+    def nodes(self) -> Mapping[int, NetworkMember]:
         return self._nodes
 
-    def add(self, node: ConsensusNode) -> None:
+    def add(self, node: NetworkMember) -> None:
         self._nodes[node.node_id] = node
 
     def transport(self, node_id: int) -> InMemoryTransport:
@@ -246,7 +265,7 @@ class InMemoryNetwork:
                 self.monitor.check()
         return until()
 
-    def _execute(self, node: ConsensusNode, effects: list[Effect]) -> None:
+    def _execute(self, node: NetworkMember, effects: list[Effect]) -> None:
         transport = self.transport(node.node_id)
         committed = False
         for effect in effects:
@@ -261,7 +280,7 @@ class InMemoryNetwork:
         if committed:  # once, for the round the node is in now (a sync may apply several blocks)
             self._schedule_update(node)
 
-    def _schedule_update(self, node: ConsensusNode) -> None:
+    def _schedule_update(self, node: NetworkMember) -> None:
         if self._updates is None:
             return
         update = self._updates(node.node_id, node.round)

@@ -73,7 +73,7 @@ class ConsensusNode:
         clock: Callable[[], float],
         timeouts: RoundTimeouts | None = None,
         policy: ConductPolicy | None = None,
-        aggregator: str = "qbfl",
+        aggregator: str | None = None,
         relay_blocks: bool = True,
         max_buffered: int = 4096,
     ) -> None:
@@ -92,7 +92,9 @@ class ConsensusNode:
         self.counters: Counter[str] = Counter()
         self._buffer = FutureBuffer(max_buffered, self.counters)
         f = self.task.f if self.task.f is not None else (4 * self.task.n_nodes) // 10
-        self._recompute = Recomputation(aggregator, f=f, min_inputs=max(self.task.n_nodes - f, 1))
+        # the genesis names the rule; a caller may override it only in tests and simulations
+        rule = aggregator if aggregator is not None else self.task.aggregator
+        self._recompute = Recomputation(rule, f=f, min_inputs=max(self.task.n_nodes - f, 1))
         self.min_inputs = self._recompute.min_inputs
         self._submissions = SubmissionPool(genesis)
         self._own_submission: UpdateSubmission | None = None

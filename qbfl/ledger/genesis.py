@@ -89,6 +89,7 @@ class TaskSpec(CanonicalRecord):
     round_timeout_s: float = 60.0
     qba_mode: QbaMode | str = QbaMode.DETECTABLE  # coerced to QbaMode
     dp: DpSettings | None = None
+    aggregator: str = "qbfl"  # the rule every member recomputes (qbfl.aggregation registry name)
 
     SCHEMA: ClassVar[RecordSchema] = RecordSchema(
         5,
@@ -106,6 +107,7 @@ class TaskSpec(CanonicalRecord):
             Field(10, "round_timeout_s", FieldKind.FLOAT64),
             Field(11, "qba_mode", FieldKind.STR, max_len=64),
             Field(12, "dp", FieldKind.BYTES, optional=True, max_len=256),
+            Field(13, "aggregator", FieldKind.STR, max_len=64),
         ),
     )
 
@@ -130,6 +132,8 @@ class TaskSpec(CanonicalRecord):
             raise ValueError("TaskSpec: lr and round_timeout_s must be positive")
         if not self.model:
             raise ValueError("TaskSpec: model name is empty")
+        if not self.aggregator:
+            raise ValueError("TaskSpec: aggregator name is empty")
 
     def _values(self) -> dict[str, Any]:
         values = super()._values()

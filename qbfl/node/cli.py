@@ -1,33 +1,157 @@
-"""qbfl-node: run one QBFL node process."""
+"""qbfl-node: run one QBFL node process, or ask a running one for its status."""
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import click
 
-ROLES = ("labelflip", "bitflip", "gaussian", "random", "equivocate", "wrongagg", "oppose")
+from qbfl.command_line import QbflGroup
+from qbfl.node.config import BASE_PORT, DEFAULT_PUBLISHER, NodeConfig
+from qbfl.node.roles import ROLES, parse_roles
 
 
-@click.group(help="Run one QBFL node.")
+@click.group(cls=QbflGroup, help="Run one QBFL node.")
 def main() -> None:
     pass
 
 
-@main.command(help="Start node ID and join the network named in the genesis block.")
+@main.command(
+    help="Start node ID: register with the publisher, verify the genesis, run the rounds."
+)
 @click.option(
     "--id", "node_id", type=click.IntRange(min=0), required=True, help="Node id in the roster."
 )
 @click.option(
     "--malicious",
-    type=click.Choice(ROLES),
     multiple=True,
-    help="Malicious role(s) this node plays (DESIGN.md §7).",
+    metavar="ROLE[+ROLE]",
+    help=f"Malicious role(s) this node plays (DESIGN.md §7), repeatable: {', '.join(ROLES)}.",
 )
-def start(node_id: int, malicious: tuple[str, ...]) -> None:
-    click.echo(
-        f"qbfl-node start --id {node_id}: the networked node is not implemented yet "
-        "(use `qbfl-orchestrator simulate` for in-process experiments)",
-        err=True,
+@click.option(
+    "--publisher",
+    default=DEFAULT_PUBLISHER,
+    show_default=True,
+    envvar="QBFL_PUBLISHER",
+    help="HOST:PORT of `qbfl-publisher serve`.",
+)
+@click.option(
+    "--listen",
+    default=None,
+    envvar="QBFL_LISTEN",
+    help=f"HOST:PORT to serve on [default: 127.0.0.1:{BASE_PORT}+ID].",
+)
+@click.option(
+    "--advertise",
+    default=None,
+    envvar="QBFL_ADVERTISE",
+    help="HOST:PORT peers dial [default: the listen address].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    envvar="QBFL_NODE_DIR",
+    help="Key and ledger directory [default: qbfl-data/node-ID].",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option(
+    "--dp/--no-dp", default=False, help="Train with DP-SGD (the task's ε, δ; default 4, 1e-5)."
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics here.",
+)
+@click.option(
+    "--eavesdrop",
+    type=click.IntRange(min=0),
+    multiple=True,
+    metavar="PEER",
+    help="Put an intercept-resend eavesdropper on this node's quantum channel with PEER.",
+)
+@click.option(
+    "--qkd",
+    type=click.Choice(["bb84", "seeded"]),
+    default="bb84",
+    show_default=True,
+    help="QBA keys from BB84 sessions with each peer, or a seeded stand-in (keys assumed distributed).",
+)
+@click.option(
+    "--linger",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds to keep serving peers after the task's last block.",
+)
+def start(
+    node_id: int,
+    malicious: tuple[str, ...],
+    publisher: str,
+    listen: str | None,
+    advertise: str | None,
+    data_dir: Path | None,
+    device: str,
+    dp: bool,
+    log_format: str,
+    metrics_port: int | None,
+    eavesdrop: tuple[int, ...],
+    qkd: str,
+    linger: float,
+) -> None:
+    from qbfl.node.process import NodeShell
+
+    config = NodeConfig(
+        node_id=node_id,
+        roles=parse_roles(malicious),
+        publisher=publisher,
+        listen=listen,
+        advertise=advertise,
+        data_dir=data_dir,
+        device=device,
+        dp=dp,
+        log_format=log_format,
+        metrics_port=metrics_port,
+        eavesdrop=tuple(sorted(set(eavesdrop))),
+        qkd=qkd,
+        linger_s=linger,
     )
-    sys.exit(2)
+    sys.exit(NodeShell(config).run())
+
+
+@main.command(help="Print a running node's status (height, head hash, round, view, stake, QKD).")
+@click.option(
+    "--address", default=f"127.0.0.1:{BASE_PORT}", show_default=True, help="The node's HOST:PORT."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
+@click.option("--timeout", type=float, default=5.0, show_default=True)
+def status(address: str, as_json: bool, timeout: float) -> None:
+    from qbfl.net.probe import node_status
+
+    doc = node_status(address, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps(doc, sort_keys=True))
+        return
+    for key in (
+        "node",
+        "state",
+        "role",
+        "height",
+        "head_hash",
+        "round",
+        "view",
+        "phase",
+        "leader",
+        "stake",
+        "catching_up",
+    ):
+        if key in doc:
+            click.echo(f"{key:12} {doc[key]}")

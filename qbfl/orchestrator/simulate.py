@@ -22,16 +22,16 @@ from qbfl.learning.data import DATASETS, ImageDataset, load_dataset
 from qbfl.learning.models import MODELS, TASK_MODEL, build_model, flatten_params, load_flat_
 from qbfl.learning.mpo import MPOLinear, rebalance_
 from qbfl.learning.partition import client_indices
-from qbfl.learning.training import TASK_TRAIN_CONFIG, select_device
+from qbfl.learning.training import (
+    DEFAULT_CLIP_NORM,
+    TASK_TRAIN_CONFIG,
+    derive_seed,
+    select_device,
+)
 from qbfl.learning.vectorized import VectorDPConfig, VectorizedClients
 
 # Section 5.2: 200 communication rounds for MNIST, 300 for Fashion-MNIST.
 TASK_ROUNDS = {"mnist": 200, "fashion-mnist": 300}
-# Per-step gradient-norm clip of local training (a deviation from Section 5.2's plain SGD):
-# without it label-flipping clients' SGD diverges after ~180 MNIST rounds and the huge
-# updates break the round (docs/bench-simulator.md). Honest clients' step norms are
-# 1.3 median, <= 4.8 max, so 5 leaves honest training unchanged.
-DEFAULT_CLIP_NORM = 5.0
 # Table 3 reports the mean test accuracy of the last 20 rounds.
 LAST_ROUNDS = 20
 
@@ -186,12 +186,6 @@ def keep_freed_memory() -> None:
     libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's maximum
     libc.mallopt(m_trim_threshold, 1 << 30)
     libc.mallopt(m_top_pad, 64 * 1024 * 1024)
-
-
-def derive_seed(seed: int, *words: int) -> int:
-    """An independent 63-bit seed for (seed, *words): one stream per client and purpose."""
-    state = np.random.SeedSequence([seed, *words]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) % (2**63)
 
 
 def malicious_ids(config: SimulationConfig) -> tuple[int, ...]:

@@ -1,0 +1,1 @@
+"""Generated from proto/qbfl/v1 by scripts/gen-proto.sh."""

@@ -1,0 +1,45 @@
+"""Client-side calls an operator makes to a running node: status and public blocks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+
+from qbfl._proto.v1 import node_pb2, node_pb2_grpc
+from qbfl.errors import QbflError
+from qbfl.ledger.block import Block
+from qbfl.net.channel import insecure_channel
+
+
+class NodeUnreachable(QbflError):
+    """A node did not answer a status or blocks request."""
+
+
+def node_status(address: str, *, timeout: float = 5.0) -> dict[str, Any]:
+    channel = insecure_channel(address)
+    try:
+        reply = node_pb2_grpc.LedgerStub(channel).Status(node_pb2.StatusRequest(), timeout=timeout)
+    except grpc.RpcError as exc:
+        raise NodeUnreachable(f"node at {address}: {exc.code().name} {exc.details()}") from exc  # type: ignore[attr-defined]
+    finally:
+        channel.close()
+    doc: dict[str, Any] = json.loads(reply.json)
+    return doc
+
+
+def node_blocks(
+    address: str, from_height: int, *, timeout: float = 10.0
+) -> tuple[list[Block], int]:
+    """(blocks from `from_height`, at most 64; the node's height). Blocks are NOT verified here."""
+    channel = insecure_channel(address)
+    try:
+        reply = node_pb2_grpc.LedgerStub(channel).Blocks(
+            node_pb2.BlocksRequest(from_height=from_height), timeout=timeout
+        )
+    except grpc.RpcError as exc:
+        raise NodeUnreachable(f"node at {address}: {exc.code().name} {exc.details()}") from exc  # type: ignore[attr-defined]
+    finally:
+        channel.close()
+    return [Block.decode(raw) for raw in reply.blocks], int(reply.height)

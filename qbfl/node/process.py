@@ -1,0 +1,513 @@
+"""`qbfl-node start`: one node process — key, registration, genesis, ledger, gRPC, rounds, shutdown.
+
+Threads: gRPC handlers authenticate and decode, then hand each message to the EventLoop, the one
+thread that touches the NodeRuntime; the Ticker turns timers into events; the TrainingWorker
+trains off the loop; outbound calls are gRPC futures (GrpcTransport). SIGTERM (or SIGINT) stops
+serving, closes the ledger and exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from qbfl._proto.v1 import common_pb2, node_pb2_grpc
+from qbfl.consensus.effects import Broadcast, CommitBlock, Effect, Send, SetTimer
+from qbfl.consensus.envelope import MessageKind
+from qbfl.consensus.events import (
+    BlockReceived,
+    Event,
+    LocalUpdateReady,
+    Message,
+    SyncBlocksReceived,
+    TimerFired,
+    event_for,
+)
+from qbfl.consensus.qba import QbaMode
+from qbfl.consensus.round import ConsensusNode
+from qbfl.consensus.viewstate import RoundTimeouts
+from qbfl.crypto.signing import SigningKey, load_seed, save_seed
+from qbfl.errors import ChainCorrupted, QbflError
+from qbfl.ledger.genesis import GenesisBlock
+from qbfl.ledger.store import LedgerStore, SqliteLedgerStore
+from qbfl.net.channel import server as grpc_server
+from qbfl.net.logs import setup_logging
+from qbfl.net.serde import Received, envelope_from_proto, envelope_to_proto
+from qbfl.node.bootstrap import PublisherUnreachable, bootstrap
+from qbfl.node.config import NodeConfig
+from qbfl.node.learner import Learner
+from qbfl.node.loop import EventLoop, Ticker, TrainingWorker
+from qbfl.node.metrics import MetricsServer, Sample, render
+from qbfl.node.qbakeys import NodeQbaSessions, PreparedPolynomials, seeded_secret
+from qbfl.node.runtime import NodeRuntime
+from qbfl.node.servicer import LedgerServicer, NodeServicer
+from qbfl.node.transport import GrpcTransport
+
+log = logging.getLogger("qbfl.node")
+
+SERVICE_NAMES = ("", "qbfl.v1.Node", "qbfl.v1.Ledger")
+KEY_FILE = "node.key"
+LEDGER_FILE = "ledger.sqlite"
+DISCONNECT_FILE = "disconnect-seconds"  # read on SIGUSR1 (qbfl-orchestrator perturb … disconnect)
+
+
+def load_or_create_key(directory: Path) -> SigningKey:
+    """The node's ML-DSA-44 identity: `node.key` (a 32-byte seed, mode 0600), created on first start."""
+    path = directory / KEY_FILE
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        save_seed(path, os.urandom(32))
+        log.info("created a new identity key %s", path)
+    return SigningKey.from_seed(load_seed(path))
+
+
+class NodeShell:
+    """A running node process (see the module docstring); `run()` blocks until it is done."""
+
+    def __init__(self, config: NodeConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.counters: Counter[str] = Counter()
+        self._clock = clock
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._genesis: GenesisBlock | None = None
+        self._runtime: NodeRuntime | None = None
+        self._transport: GrpcTransport | None = None
+        self._loop = EventLoop()
+        self._ticker = Ticker(self._on_timer, clock)
+        self._trainer: TrainingWorker | None = None
+        self._status: dict[str, Any] = {"node": self.node_id, "state": "starting"}
+        self._highest_seen = 0
+        self._catching_up = True
+        self._done_at: float | None = None
+        self._polys: PreparedPolynomials | None = None
+        self._key: SigningKey | None = None
+
+    # --- NodeEdge (what the servicers call) ------------------------------------------------------
+
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def accepting(self) -> bool:
+        return self._transport is not None and not self._transport.disconnected()
+
+    def authenticate(self, envelope: common_pb2.Envelope, kind: MessageKind) -> Received:
+        assert self._genesis is not None
+        return envelope_from_proto(
+            envelope,
+            public_keys=self._genesis.public_keys,
+            network=self._genesis.block_hash,
+            kind=kind,
+            me=self.node_id,
+        )
+
+    def seal(self, kind: MessageKind, to: int, body: bytes) -> common_pb2.Envelope:
+        assert self._genesis is not None and self._key is not None
+        return envelope_to_proto(
+            self._key,
+            network=self._genesis.block_hash,
+            kind=kind,
+            sender=self.node_id,
+            recipient=to,
+            body=body,
+        )
+
+    def deliver(self, sender: int, message: Message) -> str:
+        event = event_for(sender, message)
+        if isinstance(event, BlockReceived):
+            self._highest_seen = max(self._highest_seen, event.block.height)
+        before = self._runtime.node.counters["buffered"] if self._runtime else 0
+        self._loop.call(lambda: self._handle(event))
+        after = self._runtime.node.counters["buffered"] if self._runtime else 0
+        return "buffered" if after > before else "accepted"
+
+    def store(self) -> LedgerStore:
+        assert self._runtime is not None
+        return self._runtime.store
+
+    def status(self) -> dict[str, Any]:
+        return dict(self._status)
+
+    def qkd_session(self, requests: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "QKD sessions are not served by this node")
+
+    # --- the event loop ---------------------------------------------------------------------------
+
+    def _handle(self, event: Event) -> list[Effect]:
+        assert self._runtime is not None and self._transport is not None
+        effects = self._runtime.handle(event)
+        self._route(effects)
+        return effects
+
+    def _route(self, effects: list[Effect]) -> None:
+        assert self._runtime is not None and self._transport is not None
+        committed = False
+        for effect in effects:
+            if isinstance(effect, Send):
+                self._transport.send(effect.to, effect.message)
+            elif isinstance(effect, Broadcast):
+                self._transport.broadcast(effect.message)
+            elif isinstance(effect, SetTimer):
+                self._transport.set_timer(effect.kind, effect.round, effect.view, effect.delay_s)
+            elif isinstance(effect, CommitBlock):
+                committed = True
+        if committed:
+            height = self._runtime.height
+            rounds = self._runtime.node.task.rounds
+            log.info(
+                "node %d: block %d committed (view %d, %d selected)%s",
+                self.node_id,
+                height,
+                self._runtime.node.chain.block_at(height).view,
+                len(self._runtime.node.chain.block_at(height).selected),
+                "" if height < rounds else " — the task's last block",
+            )
+            if height < rounds and self._trainer is not None and not self._catching_up:
+                self._trainer.request(self._runtime.round)
+            if height >= rounds and self._done_at is None:
+                self._done_at = self._clock()
+        self._refresh_status()
+
+    def _post(self, event: Event) -> None:
+        def work() -> None:
+            try:
+                self._handle(event)
+            except QbflError as exc:
+                self.counters[f"rejected:local:{type(exc).__name__}"] += 1
+                log.debug("node %d: %s rejected: %s", self.node_id, type(event).__name__, exc)
+
+        try:
+            self._loop.post(work, wait=False)
+        except QbflError:
+            self.counters["dropped:loop_full"] += 1
+
+    def _on_timer(self, event: TimerFired) -> None:
+        self._post(event)
+
+    def _on_trained(self, round: int, update: bytes) -> None:
+        self._post(LocalUpdateReady(round, update))
+
+    def _on_sync(self, event: SyncBlocksReceived) -> None:
+        if event.response.blocks:
+            top = max(b.height for b in event.response.blocks)
+            self._highest_seen = max(self._highest_seen, top)
+        self._post(event)
+
+    def _refresh_status(self) -> None:
+        runtime = self._runtime
+        if runtime is None:
+            return
+        node = runtime.node
+        chain = node.chain
+        committee = node.committee
+        stakes = chain.stakes
+        transport = self._transport
+        self._status = {
+            "node": self.node_id,
+            "state": "done" if self._done_at is not None else "running",
+            "role": self.config.roles.label,
+            "height": chain.height,
+            "head_hash": chain.head_hash.hex(),
+            "genesis_hash": chain.genesis.block_hash.hex(),
+            "round": node.round,
+            "view": node.view,
+            "phase": node.phase.value,
+            "committee": list(committee.members),
+            "leader": committee.leader,
+            "stake": stakes[self.node_id],
+            "rounds": node.task.rounds,
+            "catching_up": self._catching_up or self._highest_seen > chain.height,
+            "view_changes": runtime.stats.view_changes,
+            "trained": runtime.stats.trained,
+            "last_training_s": round(runtime.stats.last_training_s, 4),
+            "qkd": self._qkd_status(),
+            "counters": dict(node.counters)
+            | dict(self.counters)
+            | (dict(transport.counters) if transport else {}),
+            "loop_depth": self._loop.depth,
+            "phases": _phase_times(runtime),
+        }
+
+    def _qkd_status(self) -> dict[str, Any]:
+        polys = self._polys
+        return {
+            "source": self.config.qkd,
+            "polynomials_ready": polys.stock if polys is not None else 0,
+        }
+
+    # --- metrics ----------------------------------------------------------------------------------
+
+    def _metrics(self) -> str:
+        s = self._status
+        samples: list[Sample] = [
+            ("qbfl_height", {}, float(s.get("height", 0))),
+            ("qbfl_round", {}, float(s.get("round", 0))),
+            ("qbfl_view", {}, float(s.get("view", 0))),
+            ("qbfl_view_changes_total", {}, float(s.get("view_changes", 0))),
+            ("qbfl_stake", {}, float(s.get("stake", 0))),
+            ("qbfl_catching_up", {}, float(bool(s.get("catching_up", False)))),
+            ("qbfl_loop_queue_depth", {}, float(s.get("loop_depth", 0))),
+        ]
+        for key, value in sorted(s.get("counters", {}).items()):
+            parts = key.split(":")
+            if parts[0] == "received" and len(parts) == 2:
+                samples.append(("qbfl_messages_received_total", {"kind": parts[1]}, value))
+            elif parts[0] == "rejected":
+                samples.append(
+                    ("qbfl_messages_rejected_total", {"reason": ":".join(parts[1:])}, value)
+                )
+            elif parts[0] == "sent" and len(parts) == 2:
+                samples.append(("qbfl_messages_sent_total", {"kind": parts[1]}, value))
+        for phase, seconds in s.get("phases", {}).items():
+            samples.append(("qbfl_phase_seconds", {"phase": phase}, seconds))
+        for pair, bits in s.get("qkd", {}).get("stock_bits", {}).items():
+            samples.append(("qbfl_qkd_key_stock_bits", {"peer": pair}, bits))
+        return render(
+            samples,
+            {
+                "qbfl_height": "height of the node's head block",
+                "qbfl_round": "round in progress",
+                "qbfl_view": "view of the round in progress",
+                "qbfl_stake": "this node's stake after the head block",
+                "qbfl_qkd_key_stock_bits": "unused QKD key bits shared with a peer",
+                "qbfl_phase_seconds": "duration of the last round's phases as seen by this node",
+            },
+        )
+
+    # --- life cycle -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        config = self.config
+        setup_logging(config.log_format, prefix=f"node-{self.node_id} ")
+        directory = config.directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._key = key = load_or_create_key(directory)
+        health_servicer = health.HealthServicer()
+        for name in SERVICE_NAMES:
+            health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        server = grpc_server()
+        node_pb2_grpc.add_NodeServicer_to_server(NodeServicer(self), server)
+        node_pb2_grpc.add_LedgerServicer_to_server(LedgerServicer(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        if not server.add_insecure_port(config.listen_address):
+            raise QbflError(f"cannot listen on {config.listen_address} (in use?)")
+        server.start()
+        self._install_signals()
+        metrics: MetricsServer | None = None
+        try:
+            genesis = self._genesis_for(key)
+            if genesis is None:
+                return 0  # stopped while waiting
+            self._genesis = genesis
+            store = self._open_store(directory, genesis)
+            runtime = self._build_runtime(key, genesis, store)
+            self._runtime = runtime
+            self._transport = GrpcTransport(
+                me=self.node_id,
+                key=key,
+                network=genesis.block_hash,
+                addresses={e.node_id: e.address for e in genesis.roster},
+                public_keys=genesis.public_keys,
+                ticker=self._ticker,
+                deliver_sync=self._on_sync,
+                clock=self._clock,
+            )
+            self._trainer = TrainingWorker(runtime.train, self._on_trained)
+            if config.metrics_port is not None:
+                host = config.listen_address.rpartition(":")[0]
+                metrics = MetricsServer(host, config.metrics_port, self._metrics)
+                metrics.start()
+                log.info("metrics on http://%s:%d/metrics", host, metrics.port)
+            self._loop.start()
+            self._ticker.start()
+            self._trainer.start()
+            self._loop.call(self._boot)
+            self._ready.set()
+            for name in SERVICE_NAMES:
+                health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            log.info(
+                "node %d serving on %s (genesis %s…, height %d, roles: %s)",
+                self.node_id,
+                config.listen_address,
+                genesis.block_hash.hex()[:16],
+                runtime.height,
+                config.roles.label,
+            )
+            self._startup_sync()
+            self._wait_until_done()
+            return 0
+        finally:
+            for name in SERVICE_NAMES:
+                health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            server.stop(grace=2.0).wait(3.0)
+            self._shutdown(metrics)
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGUSR1, lambda *_: self._disconnect())
+
+    def _disconnect(self) -> None:
+        """SIGUSR1: drop all peer traffic for the seconds in DISCONNECT_FILE (default 10)."""
+        seconds = 10.0
+        with contextlib.suppress(OSError, ValueError):
+            seconds = float((self.config.directory / DISCONNECT_FILE).read_text().strip())
+        if self._transport is not None:
+            self._transport.disconnected_until = self._clock() + seconds
+        log.warning("node %d: disconnected from all peers for %.1f s", self.node_id, seconds)
+
+    def _genesis_for(self, key: SigningKey) -> GenesisBlock | None:
+        path = self.config.directory / LEDGER_FILE
+        held: GenesisBlock | None = None
+        if path.exists():
+            try:
+                with SqliteLedgerStore(path) as existing:
+                    held = existing.genesis
+            except ChainCorrupted:
+                held = None  # recovered below, once the genesis is known
+        try:
+            boot = bootstrap(
+                publisher=self.config.publisher,
+                node_id=self.node_id,
+                key=key,
+                address=self.config.advertised_address,
+                retries=self.config.publisher_retries,
+                genesis_wait_s=self.config.genesis_wait_s,
+                expected_genesis=held,
+                sleep=self._sleep,
+            )
+        except PublisherUnreachable:
+            if held is None:
+                raise
+            log.warning(
+                "node %d: publisher unreachable; resuming from the genesis in %s",
+                self.node_id,
+                path,
+            )
+            return held
+        if self._stop.is_set():
+            return None
+        return boot.genesis
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise PublisherUnreachable("stopped while waiting for the publisher")
+
+    def _open_store(self, directory: Path, genesis: GenesisBlock) -> SqliteLedgerStore:
+        path = directory / LEDGER_FILE
+        return SqliteLedgerStore(path, genesis)
+
+    def _build_runtime(
+        self, key: SigningKey, genesis: GenesisBlock, store: LedgerStore
+    ) -> NodeRuntime:
+        task = genesis.task
+        roles = self.config.roles
+        self._polys = PreparedPolynomials(random.Random(int.from_bytes(os.urandom(8), "little")))
+        self._polys.start()
+        qba = NodeQbaSessions(
+            mode=QbaMode(str(task.qba_mode)),
+            f=task.committee_faults,
+            secret=seeded_secret(genesis.block_hash),
+            polys=self._polys,
+        )
+        node = ConsensusNode(
+            self.node_id,
+            key,
+            genesis,
+            qba=qba,
+            clock=self._clock,
+            timeouts=RoundTimeouts(),
+            policy=roles.policy(seed=task.seed * 1_000_003 + self.node_id),
+        )
+        learner = Learner(
+            genesis,
+            self.node_id,
+            attack=roles.model,
+            dp=self.config.dp,
+            device=self.config.device,
+            data_dir=self.config.dataset_dir,
+        )
+        return NodeRuntime(node, store, learner, clock=self._clock)
+
+    def _boot(self) -> None:
+        assert self._runtime is not None
+        restored = self._runtime.restore()
+        effects = restored if restored else self._runtime.start()
+        self._route(effects)
+
+    def _startup_sync(self) -> None:
+        """Compare with peers before training: fetch what they hold beyond our head (a restart,
+        or a ledger that lost its tail), then train for the round in progress."""
+        assert self._runtime is not None and self._transport is not None
+        peers = self._transport.peers
+        random.Random(self.node_id).shuffle(peers)
+        for peer in peers[:3]:
+            while not self._stop.is_set():
+                response = self._transport.fetch_now(peer, self._runtime.height + 1)
+                if response is None or not response.blocks:
+                    break
+                self._highest_seen = max(self._highest_seen, *(b.height for b in response.blocks))
+                event = SyncBlocksReceived(peer, response)
+                try:
+                    self._loop.call(functools.partial(self._handle, event))
+                except QbflError as exc:
+                    log.warning("node %d: blocks from %d rejected: %s", self.node_id, peer, exc)
+                    break
+        self._catching_up = False
+        self._refresh_status()
+        if self._trainer is not None and self._runtime.height < self._runtime.node.task.rounds:
+            self._trainer.request(self._runtime.round)
+
+    def _wait_until_done(self) -> None:
+        while not self._stop.wait(0.2):
+            done_at = self._done_at
+            if done_at is not None and self._clock() - done_at >= self.config.linger_s:
+                log.info(
+                    "node %d: task complete at height %d; exiting after %.0f s of serving peers",
+                    self.node_id,
+                    self._runtime.height if self._runtime else 0,
+                    self.config.linger_s,
+                )
+                return
+
+    def _shutdown(self, metrics: MetricsServer | None) -> None:
+        if self._trainer is not None:
+            self._trainer.stop()
+        self._ticker.stop()
+        self._loop.stop()
+        if self._polys is not None:
+            self._polys.stop()
+        if self._transport is not None:
+            self._transport.close()
+        if metrics is not None:
+            metrics.stop()
+        if self._runtime is not None:
+            self._runtime.store.close()
+        log.info("node %d stopped", self.node_id)
+
+
+def _phase_times(runtime: NodeRuntime) -> dict[str, float]:
+    rounds = runtime.stats.rounds
+    if not rounds:
+        return {}
+    last = rounds[-1]
+    return {"round": round(last.elapsed_s, 4), "training": round(runtime.stats.last_training_s, 4)}

@@ -1,0 +1,176 @@
+"""QBA sessions of one node process: its own polynomial pool, prepared off the event loop, and the
+key material of each QDS operation (DESIGN §6)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+
+import blake3
+
+from qbfl.consensus.agreement import QbaSession
+from qbfl.consensus.qba import QbaMode, QbaParticipant, TripleId
+from qbfl.crypto import qds
+from qbfl.crypto.gf2 import PolynomialPool
+from qbfl.crypto.qds import QdsParams, SignerKeys, TripleKeys, VerifierKeys
+
+
+class PreparedPolynomials:
+    """A PolynomialSource kept stocked by a background thread (App. A.1's p_a prepared offline).
+
+    `take` never waits for the thread when the pool holds polynomials; when it runs dry (a burst)
+    it prepares one batch inline, so the protocol slows down instead of failing.
+    """
+
+    def __init__(self, rng: random.Random, *, low_water: int = 32, batch: int = 32) -> None:
+        self._pool = PolynomialPool(rng=rng)
+        self.n = self._pool.n
+        self._low, self._batch = low_water, batch
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="qds-polynomials", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    @property
+    def stock(self) -> int:
+        return len(self._pool)
+
+    def take(self) -> int:
+        with self._lock:
+            if not len(self._pool):
+                self._pool.prepare(self._batch)
+            poly = self._pool.take()
+        if len(self._pool) < self._low:
+            self._wake.set()
+        return poly
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait()
+            self._wake.clear()
+            while not self._stopped and len(self._pool) < 2 * self._low:
+                with self._lock:
+                    self._pool.prepare(self._batch)
+
+
+class SeededOperationKeys:
+    """A stand-in for QKD pre-distribution: each operation's keys derived from a shared seed.
+
+    Every process computes the same X_b, Y_b, X_c, Y_c for an operation from (seed, round, view,
+    triple), whatever order it meets operations in — which is what a key source of separate
+    processes must guarantee. It is NOT secret (anyone with the seed derives every key), exactly
+    like SeededKeySupply in one process: use it where key distribution is assumed done
+    (`--qkd seeded`); `bb84` gives every pair real one-time keys from its own QKD sessions.
+    """
+
+    def __init__(self, secret: bytes, *, round: int, view: int, params: QdsParams) -> None:
+        self.params = params
+        self._base = secret + f"/{round}/{view}/".encode()
+        self._dealt: dict[TripleId, TripleKeys] = {}
+
+    @property
+    def operations(self) -> int:
+        return len(self._dealt)
+
+    def deal(self, triples: list[TripleId]) -> None:
+        for t in triples:
+            self.keys_for(t)
+
+    def keys_for(self, triple: TripleId) -> TripleKeys:
+        keys = self._dealt.get(triple)
+        if keys is not None:
+            return keys
+        n = self.params.n
+        context = triple.context()
+        stream = blake3.blake3(self._base + context).digest(length=2 * 3 * n // 8)
+        kb = int.from_bytes(stream[: 3 * n // 8], "little")
+        kc = int.from_bytes(stream[3 * n // 8 :], "little")
+        mask = (1 << n) - 1
+        xb, yb, xc, yc = kb & mask, kb >> n, kc & mask, kc >> n
+        keys = TripleKeys(
+            alice=SignerKeys(xb ^ xc, yb ^ yc),
+            bob=VerifierKeys(xb, yb, qds._commit(context, b"C", xc, yc, n)),
+            charlie=VerifierKeys(xc, yc, qds._commit(context, b"B", xb, yb, n)),
+        )
+        self._dealt[triple] = keys
+        return keys
+
+
+class _Session:
+    """QbaParticipant behind the round's QbaSession interface (messages claim their transport sender)."""
+
+    def __init__(self, participant: QbaParticipant) -> None:
+        self._p = participant
+        self.rounds = participant.rounds
+
+    def start(self, value: bytes) -> list[tuple[int, object]]:
+        return [(m.recipient, m) for m in self._p.start(value)]
+
+    def on_message(self, sender: int, payload: object) -> list[tuple[int, object]]:
+        if getattr(payload, "sender", None) != sender or not hasattr(payload, "triple"):
+            return []
+        return [(m.recipient, m) for m in self._p.on_message(payload)]  # type: ignore[arg-type]
+
+    def end_round(self, k: int) -> list[tuple[int, object]]:
+        return [(m.recipient, m) for m in self._p.end_multicast_round(k)]
+
+    def output(self) -> bytes | None:
+        return self._p.output()
+
+
+class NodeQbaSessions:
+    """The QbaSessionFactory of one node process: its own polynomials, keys per operation."""
+
+    def __init__(
+        self,
+        *,
+        mode: QbaMode,
+        f: int,
+        secret: bytes,
+        polys: PreparedPolynomials,
+        params: QdsParams | None = None,
+    ) -> None:
+        self.mode = mode
+        self.f = f
+        self._secret = secret
+        self._polys = polys
+        self._params = params or QdsParams()
+        self.sessions = 0
+        self.operations = 0
+
+    def __call__(
+        self,
+        *,
+        node_id: int,
+        committee: Sequence[int],
+        round: int,
+        view: int,
+        adversary: object | None,
+    ) -> QbaSession:
+        dealer = SeededOperationKeys(self._secret, round=round, view=view, params=self._params)
+        participant = QbaParticipant(
+            me=node_id,
+            committee=committee,
+            f=min(self.f, (len(committee) - 1) // 2),
+            mode=self.mode,
+            dealer=dealer,  # type: ignore[arg-type]
+            polys=self._polys,
+            adversary=adversary,  # type: ignore[arg-type]
+            faulty=(node_id,) if adversary is not None else (),
+        )
+        self.sessions += 1
+        return _Session(participant)
+
+
+def seeded_secret(genesis_hash: bytes) -> bytes:
+    """The shared seed of `--qkd seeded` for one network (public: see SeededOperationKeys)."""
+    return blake3.blake3(b"qbfl/seeded-qkd/v1/" + genesis_hash).digest()
