@@ -31,6 +31,7 @@ class SetTimer:
     round: int
     view: int
     delay_s: float
+    seq: int = 0  # copied into TimerFired.seq
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,9 @@ class TimerFired:
     kind: TimerKind
     round: int
     view: int
+    # QBA_ROUND: the multicast round the timer closes (1-based); a round already closed early by
+    # its messages ignores its timer. 0: any (the current one).
+    seq: int = 0
 
 
 Event = (

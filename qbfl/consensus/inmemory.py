@@ -57,7 +57,9 @@ class Transport(Protocol):
 
     def broadcast(self, message: Message) -> None: ...
 
-    def set_timer(self, kind: TimerKind, round: int, view: int, delay_s: float) -> None: ...
+    def set_timer(
+        self, kind: TimerKind, round: int, view: int, delay_s: float, seq: int = 0
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,10 @@ class InMemoryTransport:
             if to != self.node_id:
                 self._network.post(self.node_id, to, message)
 
-    def set_timer(self, kind: TimerKind, round: int, view: int, delay_s: float) -> None:
-        self._network.schedule(self.node_id, TimerFired(kind, round, view), delay_s)
+    def set_timer(
+        self, kind: TimerKind, round: int, view: int, delay_s: float, seq: int = 0
+    ) -> None:
+        self._network.schedule(self.node_id, TimerFired(kind, round, view, seq), delay_s)
 
 
 class SafetyViolation(QbflError):
@@ -274,7 +278,9 @@ class InMemoryNetwork:
             elif isinstance(effect, Broadcast):
                 transport.broadcast(effect.message)
             elif isinstance(effect, SetTimer):
-                transport.set_timer(effect.kind, effect.round, effect.view, effect.delay_s)
+                transport.set_timer(
+                    effect.kind, effect.round, effect.view, effect.delay_s, effect.seq
+                )
             elif isinstance(effect, CommitBlock):
                 committed = True
         if committed:  # once, for the round the node is in now (a sync may apply several blocks)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from qbfl.consensus.agreement import QbaSessionFactory
 from qbfl.consensus.attacks import ConductPolicy, HonestPolicy
-from qbfl.consensus.buffer import FutureBuffer
+from qbfl.consensus.buffer import FutureBuffer, check_early
 from qbfl.consensus.catchup import SyncTracker, sync_blocks
 from qbfl.consensus.chainview import BlockFork, ChainView, InvalidBlock
 from qbfl.consensus.committee import Committee
@@ -83,7 +83,6 @@ class ConsensusNode:
         self.chain = ChainView(genesis)
         self.task = genesis.task
         self.timeouts = timeouts or RoundTimeouts()
-        self._deadline_s = self.timeouts.deadline_s or self.task.round_timeout_s
         self._key = key
         self._qba_factory = qba
         self._clock = clock
@@ -172,13 +171,29 @@ class ConsensusNode:
         return self._state.conduct.outgoing(effects)
 
     def _is_current(self, sender: int, event: Event, round: int, view: int | None) -> bool:
-        """True for the (round, view) in progress; buffers later ones; raises StaleRound for past ones."""
+        """True for the (round, view) in progress; buffers later ones; raises StaleRound for past ones.
+
+        A later message is buffered only if an honest peer could have sent it now (buffer.py:
+        sender on the roster and in the role the message needs, within the view and round windows,
+        an update of the task's size); otherwise it raises TooEarly / InvalidMessage / InvalidUpdate
+        and nothing is held.
+        """
         here = (self.round, self.view)
         there = (round, self.view if view is None else view)
         if there < here:
             self.counters["stale"] += 1
             raise StaleRound(f"message for round {round} view {view}; node is at {here}")
         if there > here:
+            check_early(
+                event,
+                sender=sender,
+                me=self.node_id,
+                here=here,
+                there=there,
+                roster=self.chain.genesis.public_keys,
+                committee_at=self.chain.committee,
+                update_bytes=4 * self.chain.genesis.param_count,
+            )
             self._buffer.add(sender, event)
             return False
         return True
@@ -196,9 +211,10 @@ class ConsensusNode:
 
     def _view_timers(self) -> list[Effect]:
         r, v = self.round, self.view
-        effects: list[Effect] = [SetTimer(TimerKind.DEADLINE, r, v, self._deadline_s)]
+        deadline = self.timeouts.deadline(v, self.task.round_timeout_s)
+        effects: list[Effect] = [SetTimer(TimerKind.DEADLINE, r, v, deadline)]
         if self.node_id in self.committee.members:
-            effects.append(SetTimer(TimerKind.COLLECT, r, v, self.timeouts.collect_s))
+            effects.append(SetTimer(TimerKind.COLLECT, r, v, self.timeouts.collect(v)))
         return effects
 
     def _enter_view(self, view: int) -> list[Effect]:
@@ -233,7 +249,7 @@ class ConsensusNode:
         if event.kind is TimerKind.COLLECT:
             return self._on_collect_timeout()
         if event.kind is TimerKind.QBA_ROUND:
-            return self._on_qba_round_end()
+            return self._on_qba_round_end(event.seq)
         return self._on_deadline()
 
     def _on_deadline(self) -> list[Effect]:
@@ -282,6 +298,8 @@ class ConsensusNode:
         everyone = len(self._submissions) == self.task.n_nodes
         if everyone and state.committee.leader == self.node_id and state.proposal is None:
             return self._propose()  # all N arrived: no need to wait for the collection timer
+        if state.proposal is not None and sub.client_id in state.proposal.inputs:
+            return self._close_ready_qba_rounds()  # the last named input may complete a member
         return []
 
     # --- leader: aggregate (Alg. 2) and broadcast the consensus message via QBA -----------------
@@ -300,7 +318,8 @@ class ConsensusNode:
             Send(m, proposal) for m in state.committee.members if m != self.node_id
         ]
         assert state.qba is not None  # the leader is a member
-        return effects + self._qba_out(state.qba.start(proposal.message.encode()))
+        effects += self._qba_out(state.qba.start(proposal.message.encode()))
+        return effects + self._close_ready_qba_rounds()
 
     def _on_collect_timeout(self) -> list[Effect]:
         state = self._state
@@ -309,10 +328,43 @@ class ConsensusNode:
             effects += self._propose()
         if state.phase is Phase.COLLECTING_UPDATES:
             state.phase = Phase.QBA
-        return [
-            *effects,
-            SetTimer(TimerKind.QBA_ROUND, self.round, self.view, self.timeouts.qba_round_s),
-        ]
+        return [*effects, self._qba_timer()]
+
+    def _qba_timer(self) -> SetTimer:
+        """The upper bound of the next QBA multicast round (lock-step), tagged with its number."""
+        state = self._state
+        return SetTimer(
+            TimerKind.QBA_ROUND,
+            self.round,
+            self.view,
+            self.timeouts.qba_round(self.view),
+            seq=state.qba_rounds_done + 1,
+        )
+
+    def _qba_ready(self) -> bool:
+        """Event-driven end of a QBA round: every QBA message this member expects has arrived, and
+        it holds the proposal and every submission the proposal names (so its own message can be
+        computed). Lock-step keeps its meaning: a round closes early only when nothing it waits
+        for is missing, so no member is excluded for keys that were merely slow; otherwise the
+        round's timer closes it (docs/consensus.md, "Progress on events")."""
+        state = self._state
+        complete = getattr(state.qba, "complete", None)
+        proposal = state.proposal
+        if complete is None or proposal is None or not complete():
+            return False
+        return state.committee.leader == self.node_id or self._submissions.holds_all(
+            proposal.inputs
+        )
+
+    def _close_ready_qba_rounds(self) -> list[Effect]:
+        effects: list[Effect] = []
+        state = self._state
+        while state.qba is not None and state.qba_rounds_done < state.qba.rounds:
+            if not self._qba_ready():
+                break
+            self.counters["qba_rounds_closed_early"] += 1
+            effects += self._on_qba_round_end(state.qba_rounds_done + 1)
+        return effects
 
     # --- members: QBA, own message, vote ---------------------------------------------------------
 
@@ -334,7 +386,7 @@ class ConsensusNode:
                 raise InvalidMessage("the leader sent two different proposals; keeping the first")
             return []
         state.proposal = proposal
-        return []
+        return self._close_ready_qba_rounds()
 
     def _on_qba(self, event: QbaMessageReceived) -> list[Effect]:
         env = event.envelope
@@ -343,18 +395,20 @@ class ConsensusNode:
         state = self._state
         if state.qba is None or event.sender not in state.committee.members:
             raise InvalidMessage("QBA message outside the committee")
-        return self._qba_out(state.qba.on_message(event.sender, env.payload))
+        effects = self._qba_out(state.qba.on_message(event.sender, env.payload))
+        return effects + self._close_ready_qba_rounds()
 
-    def _on_qba_round_end(self) -> list[Effect]:
+    def _on_qba_round_end(self, seq: int = 0) -> list[Effect]:
+        """End multicast round `seq` (0: the current one); a round already closed is ignored."""
         state = self._state
         if state.qba is None or state.qba_rounds_done >= state.qba.rounds:
             return []
+        if seq and seq != state.qba_rounds_done + 1:
+            return []  # the timer of a round its messages already closed
         state.qba_rounds_done += 1
         effects = self._qba_out(state.qba.end_round(state.qba_rounds_done))
         if state.qba_rounds_done < state.qba.rounds:
-            effects.append(
-                SetTimer(TimerKind.QBA_ROUND, self.round, self.view, self.timeouts.qba_round_s)
-            )
+            effects.append(self._qba_timer())
             return effects
         return effects + self._decide()
 
@@ -409,8 +463,14 @@ class ConsensusNode:
                 self.chain.block_at(block.height), block, f"node {self.node_id}, from {sender}"
             )
         if block.height > height + 1:
-            self._is_current(sender, BlockReceived(sender, block), block.round, None)  # buffers
-            return self._ask_sync(sender)
+            # A peer is ahead: fetch the gap from it; hold the block itself only if it is the next
+            # but one (further blocks come with the sync answer anyway).
+            effects = self._ask_sync(sender)
+            if block.height == height + 2:
+                self._is_current(sender, BlockReceived(sender, block), block.round, None)
+            else:
+                self.counters["ahead_not_buffered"] += 1
+            return effects
         self.chain.verify(block)
         return self._commit(block, relay=relay)
 

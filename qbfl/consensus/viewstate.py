@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from qbfl.consensus.agreement import QbaSession, QbaSessionFactory
@@ -22,17 +23,55 @@ class RoundTimeouts:
     collect_s: members accept submissions until then; the leader then aggregates.
     qba_round_s: length of one QBA multicast round (lock-step, synchronous model).
     deadline_s: no valid block by then → view change; None takes TaskSpec.round_timeout_s.
+    *_delta_s: added once per failed view (CometBFT's timeout deltas): a view that failed because
+    messages took longer than its timers gives the next view longer ones, so a network slower
+    than the base timers still commits after a few view changes instead of failing forever.
     """
 
     collect_s: float = 2.0
     qba_round_s: float = 1.0
     deadline_s: float | None = None
+    collect_delta_s: float = 0.0
+    qba_round_delta_s: float = 0.0
+    deadline_delta_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.collect_s > 0 or not self.qba_round_s > 0:
             raise ValueError("collect_s and qba_round_s must be positive")
         if self.deadline_s is not None and not self.deadline_s > 0:
             raise ValueError("deadline_s must be positive")
+        deltas = (self.collect_delta_s, self.qba_round_delta_s, self.deadline_delta_s)
+        if not all(d >= 0 and math.isfinite(d) for d in deltas):
+            raise ValueError("timeout deltas must be finite and >= 0")
+
+    def collect(self, view: int) -> float:
+        return self.collect_s + view * self.collect_delta_s
+
+    def qba_round(self, view: int) -> float:
+        return self.qba_round_s + view * self.qba_round_delta_s
+
+    def deadline(self, view: int, base_s: float) -> float:
+        """The view's deadline; `base_s` stands in for deadline_s when that is None."""
+        return (self.deadline_s or base_s) + view * self.deadline_delta_s
+
+    @classmethod
+    def scaled(cls, round_timeout_s: float) -> RoundTimeouts:
+        """Timers for a real network from the task's round timeout (the node process uses these).
+
+        The collect timer is a quarter of the deadline and each QBA round a tenth; progress is
+        event-driven (the leader proposes once every submission is in, a QBA round closes once
+        every expected message arrived), so these are upper bounds; each failed view adds half
+        of the base values.
+        """
+        collect, qba = round_timeout_s / 4, round_timeout_s / 10
+        return cls(
+            collect_s=collect,
+            qba_round_s=qba,
+            deadline_s=round_timeout_s,
+            collect_delta_s=collect / 2,
+            qba_round_delta_s=qba / 2,
+            deadline_delta_s=round_timeout_s / 2,
+        )
 
 
 @dataclass

@@ -155,3 +155,7 @@ def status(address: str, as_json: bool, timeout: float) -> None:
     ):
         if key in doc:
             click.echo(f"{key:12} {doc[key]}")
+
+
+if __name__ == "__main__":
+    main()

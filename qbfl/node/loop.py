@@ -104,8 +104,10 @@ class Ticker:
     def start(self) -> None:
         self._thread.start()
 
-    def schedule(self, kind: TimerKind, round: int, view: int, delay_s: float) -> None:
-        event = TimerFired(kind, round, view)
+    def schedule(
+        self, kind: TimerKind, round: int, view: int, delay_s: float, seq: int = 0
+    ) -> None:
+        event = TimerFired(kind, round, view, seq)
         self.call_later(delay_s, lambda: self._fire(event))
 
     def call_later(self, delay_s: float, fn: Callable[[], None]) -> None:

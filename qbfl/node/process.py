@@ -51,6 +51,7 @@ from qbfl.node.config import NodeConfig
 from qbfl.node.learner import Learner
 from qbfl.node.loop import EventLoop, Ticker, TrainingWorker
 from qbfl.node.metrics import MetricsServer, Sample, render
+from qbfl.node.milestones import Milestones
 from qbfl.node.qbakeys import NodeQbaSessions, PreparedPolynomials, seeded_secret
 from qbfl.node.runtime import NodeRuntime
 from qbfl.node.servicer import LedgerServicer, NodeServicer
@@ -96,6 +97,7 @@ class NodeShell:
         self._done_at: float | None = None
         self._polys: PreparedPolynomials | None = None
         self._key: SigningKey | None = None
+        self.milestones = Milestones(clock)
 
     # --- NodeEdge (what the servicers call) ------------------------------------------------------
 
@@ -149,7 +151,10 @@ class NodeShell:
 
     def _handle(self, event: Event) -> list[Effect]:
         assert self._runtime is not None and self._transport is not None
+        round_now = self._runtime.round
+        started = self._clock()
         effects = self._runtime.handle(event)
+        self.milestones.observe(round_now, event, effects, started, self._clock())
         self._route(effects)
         return effects
 
@@ -162,7 +167,9 @@ class NodeShell:
             elif isinstance(effect, Broadcast):
                 self._transport.broadcast(effect.message)
             elif isinstance(effect, SetTimer):
-                self._transport.set_timer(effect.kind, effect.round, effect.view, effect.delay_s)
+                self._transport.set_timer(
+                    effect.kind, effect.round, effect.view, effect.delay_s, effect.seq
+                )
             elif isinstance(effect, CommitBlock):
                 committed = True
         if committed:
@@ -199,7 +206,13 @@ class NodeShell:
         self._post(event)
 
     def _on_trained(self, round: int, update: bytes) -> None:
+        self.milestones.mark(round, "trained")
         self._post(LocalUpdateReady(round, update))
+
+    def _train(self, round: int) -> bytes | None:
+        assert self._runtime is not None
+        self.milestones.mark(round, "training_started")
+        return self._runtime.train(round)
 
     def _on_sync(self, event: SyncBlocksReceived) -> None:
         if event.response.blocks:
@@ -240,6 +253,8 @@ class NodeShell:
             | (dict(transport.counters) if transport else {}),
             "loop_depth": self._loop.depth,
             "phases": _phase_times(runtime),
+            "milestones": self.milestones.recent(),
+            "pid": os.getpid(),
         }
 
     def _qkd_status(self) -> dict[str, Any]:
@@ -329,7 +344,7 @@ class NodeShell:
                 deliver_sync=self._on_sync,
                 clock=self._clock,
             )
-            self._trainer = TrainingWorker(runtime.train, self._on_trained)
+            self._trainer = TrainingWorker(self._train, self._on_trained)
             if config.metrics_port is not None:
                 host = config.listen_address.rpartition(":")[0]
                 metrics = MetricsServer(host, config.metrics_port, self._metrics)
@@ -435,7 +450,7 @@ class NodeShell:
             genesis,
             qba=qba,
             clock=self._clock,
-            timeouts=RoundTimeouts(),
+            timeouts=RoundTimeouts.scaled(task.round_timeout_s),
             policy=roles.policy(seed=task.seed * 1_000_003 + self.node_id),
         )
         learner = Learner(

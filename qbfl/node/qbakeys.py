@@ -10,7 +10,15 @@ from collections.abc import Sequence
 import blake3
 
 from qbfl.consensus.agreement import QbaSession
-from qbfl.consensus.qba import QbaMode, QbaParticipant, TripleId
+from qbfl.consensus.qba import (
+    Accepted,
+    Forwarded,
+    KeysRevealed,
+    QbaMode,
+    QbaParticipant,
+    SignedValue,
+    TripleId,
+)
 from qbfl.crypto import qds
 from qbfl.crypto.gf2 import PolynomialPool
 from qbfl.crypto.qds import QdsParams, SignerKeys, TripleKeys, VerifierKeys
@@ -106,11 +114,40 @@ class SeededOperationKeys:
 
 
 class _Session:
-    """QbaParticipant behind the round's QbaSession interface (messages claim their transport sender)."""
+    """QbaParticipant behind the round's QbaSession interface (messages claim their transport sender).
+
+    `complete()` says when this member has every QBA message it can expect in detectable mode's
+    single round: per partner x, as Bob of (L; me, x) the signature and then x's key bits, as
+    Charlie of (L; x, me) the forward and then Bob's acceptance — 4·(Nc − 2) messages. The
+    leader expects none. Paper mode's relay rounds stay timer-driven (a member closing a round
+    early would send the next round's relays to members that still drop them).
+    """
 
     def __init__(self, participant: QbaParticipant) -> None:
         self._p = participant
         self.rounds = participant.rounds
+        # (message type, operation, the only sender allowed to send it): a message from anyone
+        # else must not count, or a faulty member could make this one close its round before
+        # the leader's signature arrives
+        self._expected: set[tuple[type, TripleId, int]] = set()
+        if participant.mode is QbaMode.DETECTABLE and participant.me != participant.leader:
+            root, me = (participant.leader,), participant.me
+            for x in participant.committee[1:]:
+                if x != me:
+                    mine, theirs = TripleId(root, me, x), TripleId(root, x, me)
+                    self._expected |= {
+                        (SignedValue, mine, participant.leader),
+                        (KeysRevealed, mine, x),
+                        (Forwarded, theirs, x),
+                        (Accepted, theirs, x),
+                    }
+        self._waiting = set(self._expected)
+        self._leader = participant.me == participant.leader
+
+    def complete(self) -> bool:
+        if self._leader:
+            return True
+        return bool(self._expected) and not self._waiting
 
     def start(self, value: bytes) -> list[tuple[int, object]]:
         return [(m.recipient, m) for m in self._p.start(value)]
@@ -118,6 +155,7 @@ class _Session:
     def on_message(self, sender: int, payload: object) -> list[tuple[int, object]]:
         if getattr(payload, "sender", None) != sender or not hasattr(payload, "triple"):
             return []
+        self._waiting.discard((type(payload), payload.triple, sender))
         return [(m.recipient, m) for m in self._p.on_message(payload)]  # type: ignore[arg-type]
 
     def end_round(self, k: int) -> list[tuple[int, object]]:

@@ -36,7 +36,10 @@ class Roles:
     @property
     def label(self) -> str:
         """`honest`, or the roles joined with '+' (the syntax `parse_roles` reads back)."""
-        names = ([self.model] if self.model else []) + list(self.consensus)
+        consensus = (
+            [BYZANTINE] if set(self.consensus) == set(CONSENSUS_ATTACKS) else list(self.consensus)
+        )
+        names = ([self.model] if self.model else []) + consensus
         return "+".join(names) if names else "honest"
 
     def policy(self, seed: int) -> ConductPolicy:

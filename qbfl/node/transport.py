@@ -125,8 +125,10 @@ class GrpcTransport:
         for to in self._addresses:
             self._start(to, kind, self._seal(kind, to, body), self._clock() + MESSAGE_LIFETIME_S, 0)
 
-    def set_timer(self, kind: TimerKind, round: int, view: int, delay_s: float) -> None:
-        self._ticker.schedule(kind, round, view, delay_s)
+    def set_timer(
+        self, kind: TimerKind, round: int, view: int, delay_s: float, seq: int = 0
+    ) -> None:
+        self._ticker.schedule(kind, round, view, delay_s, seq)
 
     # --- calls ------------------------------------------------------------------------------------
 

@@ -13,6 +13,9 @@ from qbfl.aggregation.registry import AGGREGATORS
 from qbfl.command_line import QbflGroup
 from qbfl.learning.attacks import ATTACKS
 from qbfl.learning.data import DATASETS
+from qbfl.node.roles import RoleGroup, parse_roles
+from qbfl.orchestrator.network_cli import COMMANDS as NETWORK_COMMANDS
+from qbfl.orchestrator.network_cli import LinkList, MaliciousArg, model_only
 
 
 @click.group(cls=QbflGroup, help="Launch and measure QBFL networks.")
@@ -29,7 +32,14 @@ def _stake(value: float) -> str:
 )
 @click.option("--task", type=click.Choice(DATASETS), default="mnist", show_default=True)
 @click.option("--nodes", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--malicious", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--malicious",
+    type=MaliciousArg(),
+    default="0",
+    show_default=True,
+    help="How many clients attack (with --attack), or COUNT:ROLE[+ROLE],… as in `up` "
+    "(consensus roles need --consensus)",
+)
 @click.option(
     "--attack", type=click.Choice(sorted(ATTACKS)), default="labelflip", show_default=True
 )
@@ -58,12 +68,22 @@ def _stake(value: float) -> str:
     show_default=True,
     help="torch threads; more than 1 only when this run has the cores to itself",
 )
+@click.option(
+    "--consensus",
+    is_flag=True,
+    help="Run the full protocol: every node a NodeRuntime (committees, QBA over BB84 keys, votes, "
+    "blocks, a SQLite ledger per node) on the in-memory network.",
+)
+@click.option("--committee", type=click.IntRange(min=3), default=5, show_default=True)
+@click.option("--qba", type=click.Choice(["detectable", "paper"]), default="detectable")
+@click.option("--qkd", type=click.Choice(["bb84", "seeded"]), default="bb84", show_default=True)
+@click.option("--eavesdrop", type=LinkList(), default=None, help="With --consensus: tapped links.")
 @click.option("--samples-per-client", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--test-samples", type=click.IntRange(min=1), default=None, hidden=True)
 def simulate(
     task: str,
     nodes: int,
-    malicious: int,
+    malicious: int | tuple[RoleGroup, ...],
     attack: str,
     aggregator: str,
     rounds: int | None,
@@ -73,11 +93,47 @@ def simulate(
     device: str,
     out: Path | None,
     threads: int,
+    consensus: bool,
+    committee: int,
+    qba: str,
+    qkd: str,
+    eavesdrop: tuple[tuple[int, int], ...] | None,
     samples_per_client: int | None,
     test_samples: int | None,
 ) -> None:
     from qbfl.orchestrator.plot import plot_accuracy
     from qbfl.orchestrator.simulate import RoundRecord, SimulationConfig, run_simulation
+
+    if consensus:
+        from qbfl.orchestrator.fullsim_cli import simulate_consensus
+
+        groups = (
+            malicious
+            if isinstance(malicious, tuple)
+            else ((RoleGroup(malicious, parse_roles([attack])),) if malicious else ())
+        )
+        simulate_consensus(
+            task=task,
+            nodes=nodes,
+            malicious=groups,
+            aggregator=aggregator,
+            rounds=rounds,
+            seed=seed,
+            f=f,
+            committee=committee,
+            qba=qba,
+            qkd=qkd,
+            eavesdrop=eavesdrop or (),
+            device=device,
+            threads=threads,
+            out=out,
+            test_samples=test_samples,
+        )
+        return
+    if eavesdrop:
+        raise click.UsageError("--eavesdrop needs --consensus (the plain simulator has no QKD)")
+    if isinstance(malicious, tuple):
+        malicious, attack = model_only(malicious)
 
     if malicious > nodes:
         raise click.BadParameter(
@@ -148,3 +204,10 @@ def simulate(
     )
     click.echo(f"wrote {rounds_path}, {out / 'summary.json'}, {out / 'accuracy.png'}")
     sys.stdout.flush()
+
+
+for _command in NETWORK_COMMANDS:
+    main.add_command(_command)
+
+if __name__ == "__main__":
+    main()

@@ -187,3 +187,7 @@ def serve(directory: Path, listen: str, log_format: str, observe: bool, linger: 
         server.stop(grace=2.0).wait(3.0)
         log.info("publisher stopped")
     sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from qbfl.consensus.buffer import TooEarly
 from qbfl.consensus.chainview import BlockFork
 from qbfl.consensus.effects import CommitBlock, ForkObserved, Send
 from qbfl.consensus.events import (
@@ -185,12 +186,19 @@ def test_client_sending_two_updates_keeps_the_first(world: World) -> None:
     assert node.handle(SubmissionReceived(4, node._submissions[4])) == []  # exact duplicate: no-op
 
 
-def test_future_round_messages_are_buffered_not_applied(world: World) -> None:
+def test_next_round_messages_are_buffered_not_applied(world: World) -> None:
     node = world.member()
-    future = dataclasses.replace(world.submission(4), round=5).signed(world.keys[4])
+    future = dataclasses.replace(world.submission(4), round=node.round + 1).signed(world.keys[4])
     before = len(node._buffer)
     assert node.handle(SubmissionReceived(4, future)) == []
     assert len(node._buffer) == before + 1 and 4 not in node._submissions
+
+
+def test_messages_beyond_the_round_window_are_refused_not_held(world: World) -> None:
+    node = world.member()
+    far = dataclasses.replace(world.submission(4), round=node.round + 3).signed(world.keys[4])
+    rejects(node, SubmissionReceived(4, far), TooEarly)
+    assert len(node._buffer) == 0
 
 
 # --- proposals and votes ------------------------------------------------------------------------
@@ -398,9 +406,13 @@ def test_a_second_valid_block_carries_both_blocks_as_evidence(world: World) -> N
 
 def test_a_flooding_peer_cannot_evict_other_peers_buffered_messages(world: World) -> None:
     node = _fresh_node(world, 6, max_buffered=8)
-    honest = SubmissionReceived(4, world.submission(4, round=3))
+    honest = SubmissionReceived(4, world.submission(4, round=2))
     node.handle(honest)
-    for k in range(20):  # far-future junk from one peer
-        node.handle(SubmissionReceived(5, world.submission(5, _update(5, k), round=9 + k)))
+    for k in range(20):  # next-round junk from one peer: it only ever evicts its own
+        node.handle(SubmissionReceived(5, world.submission(5, _update(5, k), round=2)))
     assert len(node._buffer) == 8 and honest in list(node._buffer)
     assert node.counters["buffer_overflow"] == 13
+    for k in range(5):  # beyond the round window: refused, nothing held
+        with pytest.raises(TooEarly):
+            node.handle(SubmissionReceived(5, world.submission(5, _update(5, k), round=9 + k)))
+    assert len(node._buffer) == 8 and honest in list(node._buffer)
