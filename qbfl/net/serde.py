@@ -13,13 +13,17 @@ from qbfl._proto.v1 import common_pb2
 from qbfl.consensus.envelope import MessageKind, authenticate, seal
 from qbfl.consensus.events import Message
 from qbfl.consensus.wire import Proposal, QbaEnvelope, SyncRequest, SyncResponse, VoteMessage
-from qbfl.errors import QbflError
+from qbfl.errors import InvalidSignature, QbflError
 from qbfl.ledger.block import Block, UpdateSubmission
 from qbfl.ledger.signer import Signer
 
 
 class MisaddressedMessage(QbflError):
     """A message signed for another recipient: a replay or a routing mistake."""
+
+
+class Unauthenticated(QbflError):
+    """The envelope's signature does not prove who sent it (→ UNAUTHENTICATED)."""
 
 
 # Message class → the kind (and so the RPC and the signature context) it travels as.
@@ -84,15 +88,18 @@ def envelope_from_proto(
     recipient = envelope.recipient
     if recipient != me and not (kind is MessageKind.BLOCK and recipient == ANY_RECIPIENT):
         raise MisaddressedMessage(f"message for node {recipient} delivered to node {me}")
-    authenticate(
-        public_keys,
-        network=network,
-        kind=kind,
-        sender=envelope.sender,
-        recipient=recipient,
-        body=envelope.body,
-        signature=envelope.signature,
-    )
+    try:
+        authenticate(
+            public_keys,
+            network=network,
+            kind=kind,
+            sender=envelope.sender,
+            recipient=recipient,
+            body=envelope.body,
+            signature=envelope.signature,
+        )
+    except InvalidSignature as exc:
+        raise Unauthenticated(f"envelope from {envelope.sender}: {exc}") from exc
     return Received(envelope.sender, kind, envelope.body)
 
 

@@ -16,7 +16,7 @@ from qbfl.errors import (
 )
 from qbfl.ledger.chain import InvalidBlock
 from qbfl.ledger.encoding import EncodingError
-from qbfl.net.serde import MisaddressedMessage
+from qbfl.net.serde import MisaddressedMessage, Unauthenticated
 
 
 class Overloaded(QbflError):
@@ -30,6 +30,7 @@ class NotReady(QbflError):
 # Most specific first: the first matching type decides.
 _CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (UnknownSender, grpc.StatusCode.UNAUTHENTICATED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (MisaddressedMessage, grpc.StatusCode.PERMISSION_DENIED),
     (NotReady, grpc.StatusCode.UNAVAILABLE),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),

@@ -91,7 +91,13 @@ class NodeShell:
         self._loop = EventLoop()
         self._ticker = Ticker(self._on_timer, clock)
         self._trainer: TrainingWorker | None = None
-        self._status: dict[str, Any] = {"node": self.node_id, "state": "starting"}
+        self._status: dict[str, Any] = {
+            "node": self.node_id,
+            "state": "starting",
+            "height": 0,
+            "catching_up": True,
+            "role": config.roles.label,
+        }
         self._highest_seen = 0
         self._catching_up = True
         self._done_at: float | None = None
@@ -132,10 +138,12 @@ class NodeShell:
         event = event_for(sender, message)
         if isinstance(event, BlockReceived):
             self._highest_seen = max(self._highest_seen, event.block.height)
-        before = self._runtime.node.counters["buffered"] if self._runtime else 0
+        counters = self._runtime.node.counters if self._runtime else Counter[str]()
+        before = (counters["buffered"], counters["duplicate_block"])
         self._loop.call(lambda: self._handle(event))
-        after = self._runtime.node.counters["buffered"] if self._runtime else 0
-        return "buffered" if after > before else "accepted"
+        if counters["duplicate_block"] > before[1]:
+            return "duplicate"
+        return "buffered" if counters["buffered"] > before[0] else "accepted"
 
     def store(self) -> LedgerStore:
         assert self._runtime is not None

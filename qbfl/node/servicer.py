@@ -19,8 +19,7 @@ from qbfl._proto.v1 import common_pb2, node_pb2, node_pb2_grpc
 from qbfl.consensus.catchup import MAX_SYNC_BLOCKS
 from qbfl.consensus.envelope import MessageKind
 from qbfl.consensus.events import Message
-from qbfl.consensus.wire import SyncRequest, SyncResponse
-from qbfl.errors import QbflError
+from qbfl.consensus.wire import InvalidMessage, SyncRequest, SyncResponse
 from qbfl.ledger.block import Block
 from qbfl.ledger.store import LedgerStore
 from qbfl.net.channel import SYNC_RESPONSE_BYTES
@@ -73,7 +72,7 @@ def blocks_from(store: LedgerStore, from_height: int) -> tuple[Block, ...]:
     return tuple(out)
 
 
-class SyncRangeError(QbflError):
+class SyncRangeError(InvalidMessage):
     """A sync request for a height that cannot exist."""
 
 
