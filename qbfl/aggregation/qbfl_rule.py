@@ -209,6 +209,10 @@ class QbflAggregator:
     normalisation = "zscore"  # Eq. 9 as written
     reference = "previous"  # Eq. 7 as written: the previous round's global update
 
+    def max_faults(self, n: int) -> int:
+        """N ≥ f + 3: Alg. 2 line 6 keeps N − f − 2 ≥ 1 (Eq. 8 then has N − f − 1 ≥ 2 neighbours)."""
+        return n - 3
+
     def aggregate(
         self,
         updates: np.ndarray,
