@@ -1,6 +1,7 @@
 """Byzantine-robust aggregation rules behind a registry (FedAvg, Trimmed-Mean, Median, Krum, Alg. 2)."""
 
 from qbfl.aggregation.base import (
+    NO_FAULT_LIMIT,
     AggregationResult,
     Aggregator,
     RoundInputs,
@@ -25,6 +26,7 @@ __all__ = [
     "AGGREGATORS",
     "DEFAULT_ATOL",
     "DEFAULT_RTOL",
+    "NO_FAULT_LIMIT",
     "AggregationResult",
     "Aggregator",
     "FedAvg",

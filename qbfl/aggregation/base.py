@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,10 +21,26 @@ class AggregationResult:
     selected: tuple[int, ...]  # client ids, sorted ascending
 
 
+# max_faults of a rule that computes for any f (FedAvg, Median, the geometric median, ...).
+NO_FAULT_LIMIT = sys.maxsize
+
+
 class Aggregator(Protocol):
     """One aggregation rule (FedAvg, Trimmed-Mean, Median, Krum, Alg. 2), chosen by name."""
 
     name: str
+
+    def max_faults(self, n: int) -> int:
+        """The largest f with which ``aggregate`` accepts n inputs; f + 1 raises ConfigError.
+
+        Negative when the rule cannot aggregate n inputs with any f ≥ 0 (e.g. Krum with n < 3,
+        any rule with n < 1). ``NO_FAULT_LIMIT`` (sys.maxsize) when f only names a robustness
+        target and never stops the computation (FedAvg, Median). A caller with fewer inputs than
+        planned uses f_eff = min(task f, max_faults(n_inputs)); a task whose f exceeds
+        max_faults(N) for all N nodes can never aggregate and is refused up front. Feasibility,
+        not a guarantee: e.g. Krum computes for n ≥ f + 3, its proof needs n ≥ 2f + 3.
+        """
+        ...
 
     def aggregate(
         self,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qbfl.aggregation.base import AggregationResult, canonical_inputs
+from qbfl.aggregation.base import NO_FAULT_LIMIT, AggregationResult, canonical_inputs
 from qbfl.aggregation.summation import plain_mean
 
 
@@ -16,6 +16,10 @@ class FedAvg:
     """McMahan et al.'s FedAvg with equal sample counts: mean of all rows; selects everyone."""
 
     name = "fedavg"
+
+    def max_faults(self, n: int) -> int:
+        """Any f: the mean ignores it (no robustness at all, f = 0 is its only honest reading)."""
+        return NO_FAULT_LIMIT if n >= 1 else -1
 
     def aggregate(
         self,

@@ -42,6 +42,10 @@ class Krum:
 
     name = "krum"
 
+    def max_faults(self, n: int) -> int:
+        """N ≥ f + 3: a score needs N − f − 2 ≥ 1 neighbours."""
+        return n - 3
+
     def aggregate(
         self,
         updates: np.ndarray,

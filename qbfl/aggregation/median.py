@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qbfl.aggregation.base import AggregationResult, canonical_inputs
+from qbfl.aggregation.base import NO_FAULT_LIMIT, AggregationResult, canonical_inputs
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,10 @@ class Median:
     """
 
     name = "median"
+
+    def max_faults(self, n: int) -> int:
+        """Any f: f is not used (the breakdown point is < N/2 whatever f says)."""
+        return NO_FAULT_LIMIT if n >= 1 else -1
 
     def aggregate(
         self,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -18,45 +19,113 @@ from qbfl.aggregation.summation import (
 )
 from qbfl.errors import ConfigError
 
+# Eqs. 7–8 in float64 err by at most ~log2(P)·2⁻⁵³ of their own magnitude (ordered_sum folds in
+# halves): ≤ 3e-15 for P = 10⁶. Values that agree to within 2⁻³² ≈ 2.3e-10 of their magnitude are
+# equal as far as the computation can tell; a spread made only of such differences is rounding,
+# not a difference between clients, and must not rank them (σ = 0 up to rounding → σ = 0).
+ROUNDING_SPREAD = 2.0**-32
 
-def _zscore(values: np.ndarray) -> np.ndarray:
-    """(x − μ)/σ with population σ across candidates; σ = 0 → all 0 (nothing to tell apart).
 
-    μ and σ² use math.fsum (correctly rounded), so they do not depend on the candidates' order.
-    """
+def _equal_up_to_rounding(low: float, high: float) -> bool:
+    """True when ``low ≤ high`` differ by no more than rounding relative to their magnitude."""
+    return high - low <= ROUNDING_SPREAD * max(abs(low), abs(high))
+
+
+def _mean_sigma(values: np.ndarray) -> tuple[float, float]:
+    """Eq. 9's location and scale: mean and population σ, with math.fsum (correctly rounded, so
+    order-free); σ = 0 when it is zero up to rounding."""
     data = values.tolist()
     n = len(data)
     mu = math.fsum(data) / n
-    var = math.fsum((x - mu) * (x - mu) for x in data) / n
-    sigma = math.sqrt(var)
-    if sigma == 0.0:
-        return np.zeros(n, dtype=np.float64)
-    return np.array([(x - mu) / sigma for x in data], dtype=np.float64)
+    sigma = math.sqrt(math.fsum((x - mu) * (x - mu) for x in data) / n)
+    # σ = 0 up to rounding iff every value equals every other up to rounding (range test: one
+    # outlier must not make the rest look equal, which a test relative to max|x| would).
+    return mu, 0.0 if _equal_up_to_rounding(min(data), max(data)) else sigma
 
 
-def _robust_zscore(values: np.ndarray) -> np.ndarray:
-    """(x − median)/(1.4826·MAD): a z-score that one huge outlier cannot stretch.
+def _median(xs: list[float]) -> float:
+    """Middle value of a sorted list (mean of the two middle ones for even length)."""
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2.0
+
+
+def _median_mad(values: np.ndarray) -> tuple[float, float]:
+    """Median and 1.4826·MAD (σ of a normal distribution from its MAD); mean/σ when the MAD is 0.
 
     With the mean/σ of Eq. 9, a single update of norm 1e17 inflates σ(v2) so much that a second
     outlier of norm 1e12 scores like an honest update and can be kept (seen in a 200-round MNIST
-    run, docs/aggregation.md). Median and MAD come from sorted lists: order-free, bit-exact.
-    Falls back to the plain z-score when the MAD is 0 (more than half the values tie).
+    run, docs/aggregation.md). Median and MAD come from sorted lists: order-free, bit-exact. The
+    MAD is 0 when more than half the values tie.
     """
     data = sorted(values.tolist())
-
-    def median(xs: list[float]) -> float:
-        mid = len(xs) // 2
-        return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2.0
-
-    med = median(data)
-    mad = median(sorted(abs(x - med) for x in data))
-    if mad == 0.0:
-        return _zscore(values)
-    scale = 1.4826 * mad  # σ of a normal distribution from its MAD
-    return np.array([(x - med) / scale for x in values.tolist()], dtype=np.float64)
+    med = _median(data)
+    mad = _median(sorted(abs(x - med) for x in data))
+    # MAD = 0 up to rounding: more than half the values equal the median up to rounding.
+    if mad <= ROUNDING_SPREAD * abs(med):
+        return _mean_sigma(values)
+    return med, 1.4826 * mad
 
 
-NORMALISATIONS = {"zscore": _zscore, "robust": _robust_zscore}
+@dataclass(frozen=True)
+class Normalisation:
+    """How Eq. 9 turns a score into a z-score: (x − location)/scale, scale 0 → z = 0.
+
+    Only the scale matters for the ranking (the location shifts every candidate alike, see
+    ``rank_candidates``); the location is there for the z-scores that are logged and shown.
+    """
+
+    parameters: Callable[[np.ndarray], tuple[float, float]]  # values → (location, scale)
+
+    def scale(self, values: np.ndarray) -> float:
+        return self.parameters(values)[1]
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        """The z-scores in float64, for display: they may tie where the exact ranking does not."""
+        loc, scale = self.parameters(values)
+        if scale == 0.0:
+            return np.zeros(values.shape[0], dtype=np.float64)
+        return np.array([(x - loc) / scale for x in values.tolist()], dtype=np.float64)
+
+
+NORMALISATIONS: dict[str, Normalisation] = {
+    "zscore": Normalisation(_mean_sigma),  # Eq. 9 as written
+    "robust": Normalisation(_median_mad),  # beyond the paper: qbfl-robust
+}
+
+
+def rank_candidates(v1: np.ndarray, v2: np.ndarray, *, normalisation: str = "zscore") -> list[int]:
+    """Indices ordered best first by Eq. 9's v = z(v1) − z(v2), compared exactly; ties → lower index.
+
+    z(v1)_i − z(v2)_i = v1_i/σ1 − v2_i/σ2 − (μ1/σ1 − μ2/σ2): the last term is the same for every
+    candidate, so v ranks exactly as v1_i/σ1 − v2_i/σ2, and (σ1, σ2 > 0) as v1_i·σ2 − v2_i·σ1. That
+    key is compared in exact rational arithmetic (every float is a rational), so no subtraction
+    can cancel: in float64, x − μ rounds every honest v2 to the same value as soon as one update
+    of norm ~1e20 makes μ(v2) huge (issue 10, finding 10), and Eq. 9 would then rank by Eq. 7
+    alone, or by id. σ = 0 (up to rounding) means the term tells no one apart and is dropped.
+    Deterministic bit for bit: σ1, σ2 are order-free (fsum / sorted lists) and the rest is exact.
+    """
+    try:
+        norm = NORMALISATIONS[normalisation]
+    except KeyError:
+        raise ConfigError(
+            f"unknown normalisation {normalisation!r}; choose one of {sorted(NORMALISATIONS)}"
+        ) from None
+    s1, s2 = norm.scale(v1), norm.scale(v2)
+    n = v1.shape[0]
+    a = [Fraction(x) for x in v1.tolist()]
+    b = [Fraction(x) for x in v2.tolist()]
+    if s1 == 0.0 and s2 == 0.0:
+        keys = [Fraction(0)] * n
+    elif s1 == 0.0:
+        keys = [-x for x in b]
+    elif s2 == 0.0:
+        keys = a
+    else:
+        f1, f2 = Fraction(s1), Fraction(s2)
+        keys = [a[i] * f2 - b[i] * f1 for i in range(n)]
+    return sorted(range(n), key=lambda i: (-keys[i], i))
+
+
 REFERENCES = ("previous", "median", "none")
 
 
@@ -83,7 +152,9 @@ def qbfl_scores(
     `reference="none"` drops Eq. 7 (v1 = 0), so v ranks by Eq. 8 alone (QbflDistanceAggregator).
     v2(i) = Σ of Euclidean distances to the N − f − 1 nearest other rows (Eq. 8).
     v(i)  = z(v1)(i) − z(v2)(i) (Eq. 9), z over all candidates; `normalisation="robust"` uses
-    median/MAD instead of mean/σ (beyond the paper, see _robust_zscore).
+    median/MAD instead of mean/σ (beyond the paper, see _median_mad). v is rounded float64, for
+    logs: one huge v2 can round every other z(v2) alike, so the rules rank with
+    ``rank_candidates(v1, v2)``, which compares Eq. 9 exactly.
     Permutation-equivariant bit for bit: row i's values depend only on the multiset of rows.
     """
     try:
@@ -138,6 +209,10 @@ class QbflAggregator:
     normalisation = "zscore"  # Eq. 9 as written
     reference = "previous"  # Eq. 7 as written: the previous round's global update
 
+    def max_faults(self, n: int) -> int:
+        """N ≥ f + 3: Alg. 2 line 6 keeps N − f − 2 ≥ 1 (Eq. 8 then has N − f − 1 ≥ 2 neighbours)."""
+        return n - 3
+
     def aggregate(
         self,
         updates: np.ndarray,
@@ -151,7 +226,7 @@ class QbflAggregator:
             updates, client_ids=client_ids, stakes=stakes, f=f, previous=previous
         )
         require_clients(self.name, inputs.n, inputs.f, inputs.f + 3, "f + 3")
-        _, _, v = qbfl_scores(
+        v1, v2, _ = qbfl_scores(
             inputs.rows,
             previous=inputs.previous,
             f=inputs.f,
@@ -159,8 +234,9 @@ class QbflAggregator:
             reference=self.reference,
         )
         keep = inputs.n - inputs.f - 2
-        # Alg. 2 line 6: keep the N − f − 2 largest v; rows are in id order, so ties → lower id.
-        ranked = sorted(range(inputs.n), key=lambda i: (-v[i], i))
+        # Alg. 2 line 6: keep the N − f − 2 largest v (Eq. 9 compared exactly, not the rounded v);
+        # rows are in id order, so ties → lower id.
+        ranked = rank_candidates(v1, v2, normalisation=self.normalisation)
         chosen = sorted(ranked[:keep])
         weights = stake_weights(inputs.stakes[chosen])
         mean = weighted_mean(inputs.rows[chosen], weights)  # Eq. 10, accumulated in id order

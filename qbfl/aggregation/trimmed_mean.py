@@ -22,6 +22,10 @@ class TrimmedMean:
 
     name = "trimmed-mean"
 
+    def max_faults(self, n: int) -> int:
+        """N ≥ 2f + 1: at least one value per coordinate is left after trimming f from each end."""
+        return (n - 1) // 2
+
     def aggregate(
         self,
         updates: np.ndarray,
