@@ -25,7 +25,15 @@ class Recomputation:
         self._aggregator = get_aggregator(aggregator)
         self.f = f
         # A leader may leave out at most f submissions (late, or censored); members refuse fewer.
-        self.min_inputs = min_inputs
+        # The rule must also be able to aggregate that many at all (Aggregator.max_faults ≥ 0).
+        floor = next((n for n in range(1, 1 << 16) if self._aggregator.max_faults(n) >= 0), 1)
+        self.min_inputs = max(min_inputs, floor)
+
+    def faults_for(self, n_inputs: int) -> int:
+        """The f the rule uses over `n_inputs` present submissions: the task's f, capped at what the
+        rule can tolerate with that many inputs (issue 10, finding 11). Leader and members compute
+        over the same named inputs, so they use the same value."""
+        return min(self.f, self._aggregator.max_faults(n_inputs))
 
     def aggregate(
         self, pool: SubmissionPool, inputs: tuple[int, ...], chain: ChainView
@@ -36,7 +44,7 @@ class Recomputation:
             rows,
             client_ids=inputs,
             stakes=np.array([stakes[c] for c in inputs], dtype=np.int64),
-            f=self.f,
+            f=self.faults_for(len(inputs)),
             previous=chain.previous_update(),
         )
         return rows, result
