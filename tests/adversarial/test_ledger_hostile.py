@@ -11,6 +11,7 @@ import math
 import time
 import tracemalloc
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -76,6 +77,7 @@ def test_sync_response_of_empty_items_is_rejected_fast() -> None:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("target", ["Block.votes", "GenesisBlock.roster"])
 def test_block_votes_and_roster_of_empty_items_are_rejected_fast(target: str) -> None:
+    decode: Callable[[bytes], object]
     if target == "Block.votes":
         data, decode = record(4, (10, empty_items(HOSTILE_BYTES))), Block.decode
     else:
@@ -112,7 +114,7 @@ def test_count_is_checked_before_anything_is_allocated() -> None:
 
 def test_stated_count_limits() -> None:
     """The list limits docs/consensus.md states ("Bounds a peer can make a node hold")."""
-    limits = {
+    limits: dict[tuple[Any, str], int] = {
         (Block, "committee"): MAX_COMMITTEE_SIZE,
         (Block, "votes"): MAX_COMMITTEE_SIZE,
         (Block, "selected"): MAX_IDS,
@@ -146,7 +148,7 @@ def test_a_sync_response_over_the_limit_is_refused_both_ways() -> None:
 
 # --- finding 4 (ledger half): every decode path raises EncodingError; no infinities --------------
 
-TASK = {
+TASK: dict[str, Any] = {
     "task": "mnist",
     "model": "mpo-fcnn",
     "n_nodes": 4,
@@ -160,7 +162,7 @@ TASK = {
     "qba_mode": "detectable",
     "dp": None,
 }
-DP = {"target_epsilon": 3.0, "target_delta": 1e-5, "max_grad_norm": 1.0}
+DP: dict[str, Any] = {"target_epsilon": 3.0, "target_delta": 1e-5, "max_grad_norm": 1.0}
 
 
 def test_invalid_dp_settings_raise_encoding_error_on_every_decode_path() -> None:
