@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # the ledger imports this module to verify blocks: no import 
     from qbfl.ledger.genesis import GenesisBlock
 
 # A block's view is the number of failed views before it in its round, each of which costs one
-# committee draw to replay (~0.15 ms at N = 200 on the 2-core dev VM). A round reaches view 1 024
+# committee draw to replay (0.15–0.5 ms at N = 200 on the 2-core dev VM). A round reaches view 1 024
 # only after 1 024 consecutive failed views: 17 hours at the default 60 s round timeout, with the
 # committee of every one of them penalised. That is an operator's emergency, not a round, so
 # views beyond it are refused; the cap bounds a replay to 0.2–0.5 s at N = 200, and verify_block
