@@ -30,7 +30,15 @@ class ForkDetected(QbflError):
 
 
 class ChainCorrupted(QbflError):
-    """A stored block does not verify; the message names the height."""
+    """A stored block does not verify; the message names the height.
+
+    `height` is the first height that cannot be trusted (blocks below it verified), or None
+    when the damage is not in any block (an unreadable file header or schema).
+    """
+
+    def __init__(self, message: str, *, height: int | None = None) -> None:
+        super().__init__(message)
+        self.height = height
 
 
 class KeyPoolExhausted(QbflError):

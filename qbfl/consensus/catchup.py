@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from qbfl.consensus.chainview import ChainView
-from qbfl.consensus.wire import InvalidMessage
+from qbfl.consensus.wire import MAX_SYNC_BLOCKS, InvalidMessage
 from qbfl.ledger.block import Block
 
-MAX_SYNC_BLOCKS = 64  # blocks per SyncResponse; a node further behind asks again from its new head
+__all__ = ["MAX_SYNC_BLOCKS", "SyncTracker", "sync_blocks"]
 
 
 class SyncTracker:

@@ -69,12 +69,16 @@ class ChainView:
         if not 1 <= height <= self.height + 1:
             raise InvalidBlock(BlockDefect.HEIGHT, block.height, f"head is {self.height}")
         prev = self.blocks[height - 2] if height > 1 else self.genesis
+        next_height = height == self.height + 1
         verify_block(
             block,
             prev=prev,
             genesis=self.genesis,
             stakes_before=self._stakes_before[height - 1],
             expected_param_count=self.genesis.param_count,
+            # the round in progress: its views' committees are kept (StakeLedger.committee), so
+            # blocks and view changes of this round draw each committee once
+            committee_of_view=self._ledger.committee if next_height else None,
         )
 
     def apply(self, block: Block) -> None:

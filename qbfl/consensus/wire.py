@@ -12,19 +12,24 @@ from typing import Any, ClassVar
 
 from qbfl.consensus.qbawire import decode_qba_message, encode_qba_message
 from qbfl.errors import QbflError
-from qbfl.ledger.block import Block, CommitteeVote, ConsensusMessage
+from qbfl.ledger.block import VOTE_MAX_LEN, Block, CommitteeVote, ConsensusMessage
 from qbfl.ledger.encoding import (
+    IDS_MAX_LEN,
+    MAX_IDS,
     MAX_RECORD_BYTES,
     MAX_UPDATE_BYTES,
     CanonicalRecord,
     Field,
     FieldKind,
     RecordSchema,
+    build_record,
     decode_record,
 )
 
-_IDS_MAX_LEN = 4 + 8 * 100_000  # as a block's id lists
-_VOTE_MAX_LEN = 64 + (8 << 10)  # a CommitteeVote record: header, id, signature
+# Blocks per SyncResponse (catch-up answers at most this many; a node further behind asks again
+# from its new head). Defined here, where the decoder enforces it; catchup.py re-exports it.
+MAX_SYNC_BLOCKS = 64
+_MESSAGE_MAX_LEN = IDS_MAX_LEN + 128  # a ConsensusMessage record: its id set plus fixed fields
 
 
 class InvalidMessage(QbflError):
@@ -52,9 +57,9 @@ class Proposal(CanonicalRecord):
         (
             Field(1, "round", FieldKind.UINT),
             Field(2, "view", FieldKind.UINT),
-            Field(3, "inputs", FieldKind.UINT_SET, max_len=_IDS_MAX_LEN),
+            Field(3, "inputs", FieldKind.UINT_SET, max_len=IDS_MAX_LEN, max_count=MAX_IDS),
             Field(4, "update", FieldKind.FLOAT32_ARRAY, max_len=4 + MAX_UPDATE_BYTES),
-            Field(5, "message", FieldKind.BYTES, max_len=_IDS_MAX_LEN + 128),
+            Field(5, "message", FieldKind.BYTES, max_len=_MESSAGE_MAX_LEN),
         ),
     )
 
@@ -65,7 +70,7 @@ class Proposal(CanonicalRecord):
     def decode(cls, data: bytes) -> Proposal:
         values = decode_record(cls.SCHEMA, data)
         values["message"] = ConsensusMessage.decode(values["message"])
-        return cls(**values)
+        return build_record(cls, values)
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ class QbaEnvelope(CanonicalRecord):
     def decode(cls, data: bytes) -> QbaEnvelope:
         values = decode_record(cls.SCHEMA, data)
         values["payload"] = decode_qba_message(values["payload"])
-        return cls(**values)
+        return build_record(cls, values)
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,8 @@ class VoteMessage(CanonicalRecord):
         (
             Field(1, "round", FieldKind.UINT),
             Field(2, "view", FieldKind.UINT),
-            Field(3, "message", FieldKind.BYTES, max_len=_IDS_MAX_LEN + 128),
-            Field(4, "vote", FieldKind.BYTES, max_len=_VOTE_MAX_LEN),
+            Field(3, "message", FieldKind.BYTES, max_len=_MESSAGE_MAX_LEN),
+            Field(4, "vote", FieldKind.BYTES, max_len=VOTE_MAX_LEN),
         ),
     )
 
@@ -132,7 +137,7 @@ class VoteMessage(CanonicalRecord):
         values = decode_record(cls.SCHEMA, data)
         values["message"] = ConsensusMessage.decode(values["message"])
         values["vote"] = CommitteeVote.decode(values["vote"])
-        return cls(**values)
+        return build_record(cls, values)
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,17 @@ class SyncResponse(CanonicalRecord):
     blocks: tuple[Block, ...]
 
     SCHEMA: ClassVar[RecordSchema] = RecordSchema(
-        20, "SyncResponse", (Field(1, "blocks", FieldKind.BYTES_SEQ, max_len=MAX_RECORD_BYTES),)
+        20,
+        "SyncResponse",
+        (
+            Field(
+                1,
+                "blocks",
+                FieldKind.BYTES_SEQ,
+                max_len=MAX_RECORD_BYTES,
+                max_count=MAX_SYNC_BLOCKS,
+            ),
+        ),
     )
 
     def _values(self) -> dict[str, Any]:
@@ -162,4 +177,4 @@ class SyncResponse(CanonicalRecord):
     @classmethod
     def decode(cls, data: bytes) -> SyncResponse:
         values = decode_record(cls.SCHEMA, data)
-        return cls(tuple(Block.decode(raw) for raw in values["blocks"]))
+        return build_record(cls, {"blocks": tuple(Block.decode(raw) for raw in values["blocks"])})

@@ -24,11 +24,13 @@ from qbfl.ledger.genesis import (
     make_genesis,
     verify_genesis,
 )
+from qbfl.ledger.recovery import RecoveryReport, recover_ledger
 from qbfl.ledger.signer import Signer, digest
 from qbfl.ledger.store import (
     GenesisMismatch,
     InMemoryLedgerStore,
     LedgerStore,
+    LedgerUnavailable,
     NotExtendingHead,
     SqliteLedgerStore,
 )
@@ -50,8 +52,10 @@ __all__ = [
     "InMemoryLedgerStore",
     "InvalidBlock",
     "LedgerStore",
+    "LedgerUnavailable",
     "NotExtendingHead",
     "QbaMode",
+    "RecoveryReport",
     "RosterEntry",
     "Signer",
     "SqliteLedgerStore",
@@ -62,6 +66,7 @@ __all__ = [
     "digest",
     "make_block",
     "make_genesis",
+    "recover_ledger",
     "verify_block",
     "verify_chain",
     "verify_genesis",

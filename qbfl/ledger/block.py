@@ -11,6 +11,9 @@ import numpy as np
 
 from qbfl.errors import InvalidUpdate
 from qbfl.ledger.encoding import (
+    IDS_MAX_LEN,
+    MAX_COMMITTEE_SIZE,
+    MAX_IDS,
     MAX_UPDATE_BYTES,
     SIGNATURE_MAX_LEN,
     CanonicalRecord,
@@ -18,6 +21,7 @@ from qbfl.ledger.encoding import (
     Field,
     FieldKind,
     RecordSchema,
+    build_record,
     decode_record,
     is_strictly_increasing,
 )
@@ -29,7 +33,9 @@ UPDATE_CONTEXT = b"qbfl/update/v1"
 VOTE_CONTEXT = b"qbfl/vote/v1"
 BLOCK_CONTEXT = b"qbfl/block/v1"
 
-_IDS_MAX_LEN = 4 + 8 * 100_000  # up to 100 000 node ids
+# A CommitteeVote record: header (5), member id field (13), signature field header (5) and
+# signature; rounded up so that a block can carry MAX_COMMITTEE_SIZE maximal votes.
+VOTE_MAX_LEN = 64 + SIGNATURE_MAX_LEN
 
 
 def check_update(update: bytes, expected_param_count: int) -> np.ndarray:
@@ -102,7 +108,7 @@ class ConsensusMessage(CanonicalRecord):
         (
             Field(1, "round", FieldKind.UINT),
             Field(2, "view", FieldKind.UINT),
-            Field(3, "selected", FieldKind.UINT_SET, max_len=_IDS_MAX_LEN),
+            Field(3, "selected", FieldKind.UINT_SET, max_len=IDS_MAX_LEN, max_count=MAX_IDS),
             Field(4, "update_hash", FieldKind.BYTES, max_len=HASH_LEN),
         ),
     )
@@ -161,11 +167,24 @@ class Block(CanonicalRecord):
             Field(3, "view", FieldKind.UINT),
             Field(4, "prev_hash", FieldKind.BYTES, max_len=HASH_LEN),
             Field(5, "leader", FieldKind.UINT),
-            Field(6, "committee", FieldKind.UINT_SEQ, max_len=_IDS_MAX_LEN),
-            Field(7, "selected", FieldKind.UINT_SET, max_len=_IDS_MAX_LEN),
+            Field(
+                6,
+                "committee",
+                FieldKind.UINT_SEQ,
+                max_len=4 + 8 * MAX_COMMITTEE_SIZE,
+                max_count=MAX_COMMITTEE_SIZE,
+            ),
+            Field(7, "selected", FieldKind.UINT_SET, max_len=IDS_MAX_LEN, max_count=MAX_IDS),
             Field(8, "update", FieldKind.FLOAT32_ARRAY, max_len=4 + MAX_UPDATE_BYTES),
             Field(9, "update_hash", FieldKind.BYTES, max_len=HASH_LEN),
-            Field(10, "votes", FieldKind.BYTES_SEQ, max_len=4 + 1024 * (4 + 16 + (8 << 10))),
+            # One vote per committee member at most.
+            Field(
+                10,
+                "votes",
+                FieldKind.BYTES_SEQ,
+                max_len=4 + MAX_COMMITTEE_SIZE * (4 + VOTE_MAX_LEN),
+                max_count=MAX_COMMITTEE_SIZE,
+            ),
             Field(
                 11, "leader_signature", FieldKind.BYTES, optional=True, max_len=SIGNATURE_MAX_LEN
             ),
@@ -188,7 +207,7 @@ class Block(CanonicalRecord):
         if not is_strictly_increasing(ids):
             raise EncodingError("Block.votes must be sorted by member id, one per member")
         values["votes"] = votes
-        return cls(**values)
+        return build_record(cls, values)
 
     @functools.cached_property
     def block_hash(self) -> bytes:

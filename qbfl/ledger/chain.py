@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
 
 from qbfl.consensus.committee import Committee
@@ -48,11 +48,20 @@ def verify_block(
     genesis: GenesisBlock,
     stakes_before: Mapping[int, int],
     expected_param_count: int | None = None,
+    committee_of_view: Callable[[int], Committee] | None = None,
 ) -> None:
     """Raise InvalidBlock unless `block` validly extends `prev` (DESIGN §5 step 4).
 
     `stakes_before` are the stakes after `prev` (StakeLedger.stakes); the committee of the
     block's view is recomputed from them, replaying the penalties of the round's failed views.
+    A caller that keeps that replay for `prev` (StakeLedger.committee) passes it as
+    `committee_of_view`, so blocks of one round do not redo it.
+
+    Checks run cheapest first, because anyone can send a block and an unsigned one costs
+    nothing to forge: links and structure, the update (one hash), the vote count, every vote's
+    ML-DSA signature under the roster key of its claimed member (≤ Nc verifications), and only
+    then the committee replay (up to MAX_VIEWS_PER_ROUND draws), which a block reaches only with
+    more than Nc/2 valid roster signatures on its consensus message.
     """
     h = block.height
 
@@ -68,11 +77,8 @@ def verify_block(
     if block.view > MAX_VIEWS_PER_ROUND:
         raise fail(BlockDefect.VIEW, f"{block.view} > {MAX_VIEWS_PER_ROUND}")
     size = min(genesis.task.committee_size, len(genesis.roster))
-    committee = committee_at_view(prev.committee_seed, stakes_before, size=size, view=block.view)
-    if block.committee != committee.members:
-        raise fail(BlockDefect.COMMITTEE, f"got {block.committee}, expected {committee.members}")
-    if block.leader != committee.leader:
-        raise fail(BlockDefect.LEADER)
+    if len(block.committee) != size:  # the size is known without a replay
+        raise fail(BlockDefect.COMMITTEE, f"{len(block.committee)} members, expected {size}")
     if len(block.update_hash) != HASH_LEN or block.update_hash != digest(block.update):
         raise fail(BlockDefect.UPDATE_HASH)
     try:
@@ -82,19 +88,35 @@ def verify_block(
     keys = genesis.public_keys
     if not block.selected or not set(block.selected) <= keys.keys():
         raise fail(BlockDefect.SELECTED, f"{block.selected}")
-    members = set(committee.members)
+    if 2 * len(block.votes) <= size:  # Alg. 3 line 4: |σ| > Nc/2
+        raise fail(BlockDefect.TOO_FEW_VOTES, f"{len(block.votes)} of {size}")
+    if len(block.votes) > size:  # ids are unique, so some vote is from outside the committee
+        raise fail(BlockDefect.VOTE_NOT_MEMBER, f"{len(block.votes)} votes for {size} seats")
     message = block.consensus_message().encode()
     # Every vote a block carries must be valid, not just a majority: a leader cannot pad a
     # block with junk that changes its hash (and so the next committee) at will.
     for vote in block.votes:  # ids are sorted and unique by the encoding
-        if vote.member_id not in members:
-            raise fail(BlockDefect.VOTE_NOT_MEMBER, f"member {vote.member_id}")
+        key = keys.get(vote.member_id)
+        if key is None:
+            raise fail(BlockDefect.VOTE_NOT_MEMBER, f"member {vote.member_id} is not on the roster")
         try:
-            verify_signature(keys[vote.member_id], message, vote.signature, context=VOTE_CONTEXT)
+            verify_signature(key, message, vote.signature, context=VOTE_CONTEXT)
         except InvalidSignature as exc:
             raise fail(BlockDefect.VOTE_SIGNATURE, f"member {vote.member_id}") from exc
-    if 2 * len(block.votes) <= len(committee.members):  # Alg. 3 line 4: |σ| > Nc/2
-        raise fail(BlockDefect.TOO_FEW_VOTES, f"{len(block.votes)} of {len(committee.members)}")
+    if committee_of_view is not None:
+        committee = committee_of_view(block.view)
+    else:
+        committee = committee_at_view(
+            prev.committee_seed, stakes_before, size=size, view=block.view
+        )
+    if block.committee != committee.members:
+        raise fail(BlockDefect.COMMITTEE, f"got {block.committee}, expected {committee.members}")
+    if block.leader != committee.leader:
+        raise fail(BlockDefect.LEADER)
+    members = set(committee.members)
+    outsiders = [v.member_id for v in block.votes if v.member_id not in members]
+    if outsiders:
+        raise fail(BlockDefect.VOTE_NOT_MEMBER, f"members {outsiders}")
     if block.leader_signature is not None:
         try:
             verify_signature(
@@ -113,7 +135,13 @@ def verify_chain(genesis: GenesisBlock, blocks: Sequence[Block]) -> dict[int, in
     ledger = StakeLedger(genesis)
     prev: Block | GenesisBlock = genesis
     for block in blocks:
-        verify_block(block, prev=prev, genesis=genesis, stakes_before=ledger.stakes)
+        verify_block(
+            block,
+            prev=prev,
+            genesis=genesis,
+            stakes_before=ledger.stakes,
+            committee_of_view=ledger.committee,  # the replay apply() reuses
+        )
         ledger.apply(block)
         prev = block
     return ledger.stakes
@@ -134,7 +162,7 @@ class Chain:
         self._stakes = StakeLedger(self._genesis)
         prev: Block | GenesisBlock = self._genesis
         for block in store.range(1, store.height + 1):
-            self._verify(block, prev, self._stakes.stakes)
+            self._verify(block, prev, self._stakes.stakes, self._stakes.committee)
             self._stakes.apply(block)
             prev = block
 
@@ -162,13 +190,20 @@ class Chain:
         """The next round's committee at `view`, drawn from the head's hash and the stakes."""
         return self._stakes.committee(view)
 
-    def _verify(self, block: Block, prev: Block | GenesisBlock, stakes: Mapping[int, int]) -> None:
+    def _verify(
+        self,
+        block: Block,
+        prev: Block | GenesisBlock,
+        stakes: Mapping[int, int],
+        committee_of_view: Callable[[int], Committee] | None = None,
+    ) -> None:
         verify_block(
             block,
             prev=prev,
             genesis=self._genesis,
             stakes_before=stakes,
             expected_param_count=self._param_count,
+            committee_of_view=committee_of_view,
         )
 
     def accept(self, block: Block) -> bool:
@@ -182,7 +217,7 @@ class Chain:
             return self._check_known_height(block)
         if block.height > height + 1:  # the node is behind: it must sync the gap first
             raise NotExtendingHead(f"block {block.height} is ahead of the head at {height}")
-        self._verify(block, self._store.head(), self._stakes.stakes)
+        self._verify(block, self._store.head(), self._stakes.stakes, self._stakes.committee)
         self._store.append(block)
         self._stakes.apply(block)
         return True

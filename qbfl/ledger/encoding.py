@@ -7,19 +7,22 @@ A record is
 and a field is ``tag u8 | length u32 BE | value``. Fields appear in strictly increasing tag
 order, optional fields are omitted when absent, and every value kind has exactly one valid
 byte form, so equal values always encode to equal bytes and ``decode(encode(x)) == x``.
-The decoder rejects trailing bytes, unknown tags, missing required fields, oversize lengths
-and non-canonical forms with `EncodingError`. docs/ledger.md describes the format byte by byte.
+The decoder rejects trailing bytes, unknown tags, missing required fields, oversize lengths,
+list counts over a field's limit and non-canonical forms with `EncodingError`. It runs in time
+linear in the input (one offset walks one memoryview; nothing is re-sliced per item) and checks
+every count before it allocates, because its input comes from any peer on the network.
+docs/ledger.md describes the format byte by byte.
 """
 
 from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from itertools import pairwise
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from qbfl.errors import QbflError
 
@@ -37,7 +40,15 @@ DEFAULT_MAX_FIELD_LEN = 1 << 20
 MAX_UPDATE_BYTES = 64 << 20  # 16 Mi float32 parameters; Table 1's models need < 0.25 MB
 MAX_RECORD_BYTES = 128 << 20
 SIGNATURE_MAX_LEN = 8 << 10  # ML-DSA-44 signs in 2 420 bytes; room for ML-DSA-87 (4 627)
+# Count limits of list fields (Field.max_count). A roster, and so every id list, holds at most
+# MAX_IDS node ids; a committee at most MAX_COMMITTEE_SIZE members (the paper's Nc is 5, and
+# detectable QBA costs Nc·(Nc−1)·(Nc−2) QDS operations per round, so 1 024 is far beyond use).
+MAX_IDS = 100_000
+MAX_COMMITTEE_SIZE = 1024
+IDS_MAX_LEN = COUNT.size + UINT.size * MAX_IDS  # the byte length of a full id list
 _NEGATIVE_ZERO = FLOAT64.pack(-0.0)
+
+_R = TypeVar("_R")
 
 
 class EncodingError(QbflError, ValueError):
@@ -58,15 +69,44 @@ class FieldKind(Enum):
     BYTES_SEQ = "bytes_seq"  # count u32 | count × (length u32 | bytes)
 
 
+# The fewest bytes one item of a list kind takes: a count c needs at least c times this many
+# bytes after the count, so a count the field cannot hold is refused before any allocation.
+_MIN_ITEM_BYTES = {
+    FieldKind.UINT_SEQ: UINT.size,
+    FieldKind.UINT_SET: UINT.size,
+    FieldKind.FLOAT32_ARRAY: 4,
+    FieldKind.BYTES_SEQ: COUNT.size,
+}
+LIST_KINDS = frozenset(_MIN_ITEM_BYTES)
+
+
 @dataclass(frozen=True)
 class Field:
-    """One field of a record schema."""
+    """One field of a record schema.
+
+    `max_len` bounds the value's bytes; `max_count` (list kinds only) bounds the number of
+    items, checked against the count prefix before anything is allocated. Without `max_count`
+    a list is bounded by `max_len` alone (`count_limit`).
+    """
 
     tag: int
     name: str
     kind: FieldKind
     optional: bool = False
     max_len: int = DEFAULT_MAX_FIELD_LEN
+    max_count: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_len < 0:
+            raise ValueError(f"{self.name}: max_len must be >= 0")
+        if self.max_count is not None and (self.kind not in LIST_KINDS or self.max_count < 0):
+            raise ValueError(f"{self.name}: max_count needs a list kind and a count >= 0")
+
+    @property
+    def count_limit(self) -> int:
+        """The most items this list field accepts: max_count, or what max_len can hold."""
+        implied = max(0, (self.max_len - COUNT.size) // _MIN_ITEM_BYTES[self.kind])
+        return implied if self.max_count is None else min(self.max_count, implied)
 
 
 @dataclass(frozen=True)
@@ -124,10 +164,12 @@ def _encode_value(field: Field, value: Any) -> bytes:
         items = [_uint(v, name) for v in value]
         if kind is FieldKind.UINT_SET and not is_strictly_increasing(items):
             raise EncodingError(f"{name}: ids must be sorted and unique")
+        _check_count(field, len(items))
         return COUNT.pack(len(items)) + b"".join(UINT.pack(v) for v in items)
     if kind is FieldKind.FLOAT32_ARRAY:
         if not isinstance(value, bytes) or len(value) % 4:
             raise EncodingError(f"{name}: expected float32 bytes (a multiple of 4 long)")
+        _check_count(field, len(value) // 4)
         return COUNT.pack(len(value) // 4) + value
     if kind is FieldKind.BYTES_SEQ:
         parts = []
@@ -135,66 +177,88 @@ def _encode_value(field: Field, value: Any) -> bytes:
             if not isinstance(item, bytes):
                 raise EncodingError(f"{name}: expected a sequence of bytes")
             parts.append(COUNT.pack(len(item)) + item)
+        _check_count(field, len(parts))
         return COUNT.pack(len(parts)) + b"".join(parts)
     raise AssertionError(f"unhandled field kind {kind}")  # pragma: no cover
 
 
-def _count(raw: bytes, name: str) -> tuple[int, bytes]:
-    if len(raw) < COUNT.size:
-        raise EncodingError(f"{name}: truncated count")
-    return COUNT.unpack_from(raw)[0], raw[COUNT.size :]
+def _check_count(field: Field, count: int) -> None:
+    # The encoder refuses what every decoder would refuse: an honest node never sends it.
+    if count > field.count_limit:
+        raise EncodingError(f"{field.name}: {count} items exceed the limit {field.count_limit}")
 
 
-def _decode_value(field: Field, raw: bytes) -> Any:
+def _decode_value(field: Field, raw: memoryview) -> Any:
+    """One field's value from its bytes; `raw` is a view into the record (copied only here)."""
     kind, name = field.kind, field.name
     if kind is FieldKind.UINT:
         if len(raw) != UINT.size:
             raise EncodingError(f"{name}: an int takes 8 bytes, got {len(raw)}")
         return UINT.unpack(raw)[0]
     if kind is FieldKind.BOOL:
-        if raw not in (b"\x00", b"\x01"):
+        if bytes(raw) not in (b"\x00", b"\x01"):
             raise EncodingError(f"{name}: a bool is one byte 0x00 or 0x01")
-        return raw == b"\x01"
+        return raw[0] == 1
     if kind is FieldKind.FLOAT64:
         if len(raw) != FLOAT64.size:
             raise EncodingError(f"{name}: a float takes 8 bytes, got {len(raw)}")
         value = FLOAT64.unpack(raw)[0]
-        if math.isnan(value) or raw == _NEGATIVE_ZERO:
+        if math.isnan(value) or bytes(raw) == _NEGATIVE_ZERO:
             raise EncodingError(f"{name}: NaN and -0.0 are not canonical floats")
         return value
     if kind is FieldKind.BYTES:
         return bytes(raw)
     if kind is FieldKind.STR:
         try:
-            return raw.decode("utf-8")
+            return str(raw, "utf-8")
         except UnicodeDecodeError as exc:
             raise EncodingError(f"{name}: invalid UTF-8") from exc
-    if kind in (FieldKind.UINT_SEQ, FieldKind.UINT_SET):
-        count, body = _count(raw, name)
-        if len(body) != count * UINT.size:
-            raise EncodingError(f"{name}: count {count} disagrees with {len(body)} bytes")
-        items = tuple(v for (v,) in UINT.iter_unpack(body))
-        if kind is FieldKind.UINT_SET and not is_strictly_increasing(items):
-            raise EncodingError(f"{name}: ids must be sorted and unique")
-        return items
-    if kind is FieldKind.FLOAT32_ARRAY:
-        count, body = _count(raw, name)
-        if len(body) != count * 4:
-            raise EncodingError(f"{name}: count {count} disagrees with {len(body)} bytes")
-        return bytes(body)
-    if kind is FieldKind.BYTES_SEQ:
-        count, body = _count(raw, name)
-        out = []
-        for _ in range(count):
-            length, body = _count(body, name)
-            if length > len(body):
-                raise EncodingError(f"{name}: item length {length} runs past the field")
-            out.append(bytes(body[:length]))
-            body = body[length:]
-        if body:
-            raise EncodingError(f"{name}: {len(body)} trailing bytes after the last item")
-        return tuple(out)
+    if kind in LIST_KINDS:
+        return _decode_list(field, raw)
     raise AssertionError(f"unhandled field kind {kind}")  # pragma: no cover
+
+
+def _decode_list(field: Field, raw: memoryview) -> Any:
+    """A list field: the count is checked against the field's limit and against the bytes that
+    follow it before anything is allocated; then one offset walks the view (linear time)."""
+    kind, name = field.kind, field.name
+    if len(raw) < COUNT.size:
+        raise EncodingError(f"{name}: truncated count")
+    (count,) = COUNT.unpack_from(raw)
+    if count > field.count_limit:
+        raise EncodingError(f"{name}: {count} items exceed the limit {field.count_limit}")
+    body = raw[COUNT.size :]
+    if kind is FieldKind.BYTES_SEQ:
+        return _decode_bytes_seq(name, count, body)
+    if len(body) != count * _MIN_ITEM_BYTES[kind]:
+        raise EncodingError(f"{name}: count {count} disagrees with {len(body)} bytes")
+    if kind is FieldKind.FLOAT32_ARRAY:
+        return bytes(body)
+    items = tuple(v for (v,) in UINT.iter_unpack(body))
+    if kind is FieldKind.UINT_SET and not is_strictly_increasing(items):
+        raise EncodingError(f"{name}: ids must be sorted and unique")
+    return items
+
+
+def _decode_bytes_seq(name: str, count: int, body: memoryview) -> tuple[bytes, ...]:
+    end = len(body)
+    # Each item carries at least its 4-byte length: refuse a count the bytes cannot hold.
+    if count * COUNT.size > end:
+        raise EncodingError(f"{name}: count {count} needs more than the field's {end} bytes")
+    out: list[bytes] = []
+    pos = 0
+    for _ in range(count):
+        if end - pos < COUNT.size:
+            raise EncodingError(f"{name}: truncated item length")
+        (length,) = COUNT.unpack_from(body, pos)
+        pos += COUNT.size
+        if length > end - pos:
+            raise EncodingError(f"{name}: item length {length} runs past the field")
+        out.append(bytes(body[pos : pos + length]))
+        pos += length
+    if pos != end:
+        raise EncodingError(f"{name}: {end - pos} trailing bytes after the last item")
+    return tuple(out)
 
 
 def encode_record(schema: RecordSchema, values: Mapping[str, Any]) -> bytes:
@@ -253,7 +317,7 @@ def decode_record(schema: RecordSchema, data: bytes) -> dict[str, Any]:
             raise EncodingError(f"{schema.name}.{field.name}: length {length} over the limit")
         if length > len(view) - pos:
             raise EncodingError(f"{schema.name}.{field.name}: length runs past the end")
-        values[field.name] = _decode_value(field, bytes(view[pos : pos + length]))
+        values[field.name] = _decode_value(field, view[pos : pos + length])
         pos += length
         last_tag = tag
     if pos != len(view):
@@ -277,7 +341,20 @@ class CanonicalRecord:
 
     @classmethod
     def decode(cls, data: bytes) -> Any:
-        return cls(**decode_record(cls.SCHEMA, data))
+        return build_record(cls, decode_record(cls.SCHEMA, data))
+
+
+def build_record(cls: Callable[..., _R], values: Mapping[str, Any]) -> _R:
+    """`cls(**values)` for decoded values; a constructor's ValueError or TypeError becomes
+    EncodingError. Bytes that decode field by field but break the record's own invariants
+    (a DP δ of 2, an infinite learning rate) are still bad bytes from a peer, and a decoder
+    must fail with the project's error type, never a bare ValueError."""
+    try:
+        return cls(**values)
+    except EncodingError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise EncodingError(f"{getattr(cls, '__name__', cls)}: {exc}") from exc
 
 
 def record_type(data: bytes) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -11,6 +12,8 @@ from typing import Any, ClassVar
 
 from qbfl.errors import InvalidSignature
 from qbfl.ledger.encoding import (
+    MAX_COMMITTEE_SIZE,
+    MAX_IDS,
     MAX_UPDATE_BYTES,
     SIGNATURE_MAX_LEN,
     CanonicalRecord,
@@ -18,6 +21,7 @@ from qbfl.ledger.encoding import (
     Field,
     FieldKind,
     RecordSchema,
+    build_record,
     decode_record,
     is_strictly_increasing,
 )
@@ -61,10 +65,21 @@ class DpSettings(CanonicalRecord):
     )
 
     def __post_init__(self) -> None:
+        # Infinite ε or clipping norm would mean no privacy at all while the genesis claims DP;
+        # NaN fails every comparison, so the `not x > 0` forms reject it too.
+        if not _finite(self.target_epsilon, self.target_delta, self.max_grad_norm):
+            raise ValueError("DP settings must be finite numbers")
         if not self.target_epsilon > 0 or not 0 < self.target_delta < 1:
             raise ValueError("DP needs target_epsilon > 0 and 0 < target_delta < 1")
         if not self.max_grad_norm > 0:
             raise ValueError("DP needs max_grad_norm > 0")
+
+
+def _finite(*values: object) -> bool:
+    """True when every value is a real number (not a bool) and finite."""
+    return all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    )
 
 
 @dataclass(frozen=True)
@@ -120,14 +135,19 @@ class TaskSpec(CanonicalRecord):
             raise ValueError(f"TaskSpec: {exc}") from None
         if self.f is None:
             object.__setattr__(self, "f", (4 * self.n_nodes) // 10)
-        if self.n_nodes < 1:
-            raise ValueError("TaskSpec: n_nodes must be at least 1")
+        if not 1 <= self.n_nodes <= MAX_IDS:
+            raise ValueError(f"TaskSpec: n_nodes must be in 1..{MAX_IDS} (a roster's id limit)")
         if self.f is None or not 0 <= self.f < self.n_nodes:
             raise ValueError("TaskSpec: need 0 <= f < n_nodes")
-        if not 1 <= self.committee_size <= self.n_nodes:
-            raise ValueError("TaskSpec: need 1 <= committee_size <= n_nodes")
+        if not 1 <= self.committee_size <= min(self.n_nodes, MAX_COMMITTEE_SIZE):
+            raise ValueError(
+                f"TaskSpec: need 1 <= committee_size <= min(n_nodes, {MAX_COMMITTEE_SIZE})"
+            )
         if self.rounds < 1 or self.initial_stake < 1 or self.seed < 0:
             raise ValueError("TaskSpec: rounds and initial_stake must be >= 1, seed >= 0")
+        # An infinite timeout would never end a failed view; an infinite lr destroys the model.
+        if not _finite(self.lr, self.round_timeout_s):
+            raise ValueError("TaskSpec: lr and round_timeout_s must be finite numbers")
         if not self.lr > 0 or not self.round_timeout_s > 0:
             raise ValueError("TaskSpec: lr and round_timeout_s must be positive")
         if not self.model:
@@ -146,11 +166,8 @@ class TaskSpec(CanonicalRecord):
     def decode(cls, data: bytes) -> TaskSpec:
         values = decode_record(cls.SCHEMA, data)
         if values["dp"] is not None:
-            values["dp"] = DpSettings.decode(values["dp"])
-        try:
-            return cls(**values)
-        except ValueError as exc:
-            raise EncodingError(str(exc)) from exc
+            values["dp"] = DpSettings.decode(values["dp"])  # EncodingError, like every decoder
+        return build_record(cls, values)
 
     @property
     def committee_faults(self) -> int:
@@ -196,7 +213,7 @@ class GenesisBlock(CanonicalRecord):
         (
             Field(1, "task", FieldKind.BYTES, max_len=4096),
             Field(2, "initial_parameters", FieldKind.FLOAT32_ARRAY, max_len=4 + MAX_UPDATE_BYTES),
-            Field(3, "roster", FieldKind.BYTES_SEQ, max_len=16 << 20),
+            Field(3, "roster", FieldKind.BYTES_SEQ, max_len=16 << 20, max_count=MAX_IDS),
             Field(4, "publisher_public_key", FieldKind.BYTES, max_len=4096),
             Field(
                 5, "publisher_signature", FieldKind.BYTES, optional=True, max_len=SIGNATURE_MAX_LEN
@@ -221,7 +238,7 @@ class GenesisBlock(CanonicalRecord):
         ids = [e.node_id for e in values["roster"]]
         if not is_strictly_increasing(ids):
             raise EncodingError("GenesisBlock.roster must be sorted by node id, unique")
-        return cls(**values)
+        return build_record(cls, values)
 
     @functools.cached_property
     def block_hash(self) -> bytes:

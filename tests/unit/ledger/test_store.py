@@ -187,8 +187,11 @@ def test_sqlite_detects_rewritten_hash_column_and_deleted_block(
         (forged, digest(forged)),
     )
     db.commit()
-    with pytest.raises(ChainCorrupted, match="height 4"):
+    # Reported at 3, the block whose bytes changed: block 4 is what commits to 3's hash (issue 10,
+    # finding 9; it was reported at 4 before).
+    with pytest.raises(ChainCorrupted, match="height 3") as caught:
         SqliteLedgerStore(path)
+    assert caught.value.height == 3
     db.execute("DELETE FROM blocks WHERE height = 3")
     db.commit()
     db.close()
