@@ -35,6 +35,7 @@ from qbfl.consensus.events import (
     VoteReceived,
 )
 from qbfl.consensus.recomputation import Recomputation
+from qbfl.consensus.stakes import MAX_VIEWS_PER_ROUND
 from qbfl.consensus.submissions import SubmissionPool
 from qbfl.consensus.viewstate import RoundMetrics, RoundTimeouts, ViewState
 from qbfl.consensus.votes import qba_output_message
@@ -255,10 +256,16 @@ class ConsensusNode:
     def _on_deadline(self) -> list[Effect]:
         # §4.5: no valid block in time → penalise this committee (derived from the chain by every
         # node once a block records a later view) and draw the next committee with view + 1.
-        self._metrics.views_failed += 1
         self._sync.timed_out()
-        self.counters["view_changes"] += 1
         old = self.view
+        if old >= MAX_VIEWS_PER_ROUND:
+            # No block may claim a later view (chain.py): stay in the last one and wait for a
+            # block or a catch-up instead of drawing a committee no verifier would accept.
+            self.counters["view_cap_reached"] += 1
+            deadline = self.timeouts.deadline(old, self.task.round_timeout_s)
+            return [SetTimer(TimerKind.DEADLINE, self.round, old, deadline)]
+        self._metrics.views_failed += 1
+        self.counters["view_changes"] += 1
         return [ViewChanged(self.round, old, old + 1), *self._enter_view(old + 1)]
 
     # --- clients: local update → signed submission to the committee ------------------------------

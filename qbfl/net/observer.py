@@ -104,6 +104,11 @@ class ChainObserver:
         load_flat_(self._model, torch.from_numpy(self._params))
         return float(evaluate(self._model, self._test, torch.device("cpu")))
 
+    def prepare(self) -> None:
+        """Build the model and load the test set now, before blocks arrive (a cold start takes
+        seconds, long enough to miss a short network's blocks)."""
+        self._accuracy()
+
     def accuracy_at(self, height: int) -> float:
         return self._accuracy_at.get(height, math.nan)
 

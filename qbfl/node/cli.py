@@ -92,6 +92,13 @@ def main() -> None:
     show_default=True,
     help="Seconds to keep serving peers after the task's last block.",
 )
+@click.option(
+    "--publisher-retries",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Attempts (backoff 0.5 s doubling to 8 s) before giving up on an unreachable publisher.",
+)
 def start(
     node_id: int,
     malicious: tuple[str, ...],
@@ -106,6 +113,7 @@ def start(
     eavesdrop: tuple[int, ...],
     qkd: str,
     linger: float,
+    publisher_retries: int,
 ) -> None:
     from qbfl.node.process import NodeShell
 
@@ -123,6 +131,7 @@ def start(
         eavesdrop=tuple(sorted(set(eavesdrop))),
         qkd=qkd,
         linger_s=linger,
+        publisher_retries=publisher_retries,
     )
     sys.exit(NodeShell(config).run())
 

@@ -41,7 +41,9 @@ from qbfl.consensus.round import ConsensusNode
 from qbfl.consensus.viewstate import RoundTimeouts
 from qbfl.crypto.signing import SigningKey, load_seed, save_seed
 from qbfl.errors import ChainCorrupted, QbflError
+from qbfl.ledger.chain import Chain, InvalidBlock
 from qbfl.ledger.genesis import GenesisBlock
+from qbfl.ledger.recovery import recover_ledger
 from qbfl.ledger.store import LedgerStore, SqliteLedgerStore
 from qbfl.net.channel import server as grpc_server
 from qbfl.net.logs import setup_logging
@@ -436,8 +438,27 @@ class NodeShell:
             raise PublisherUnreachable("stopped while waiting for the publisher")
 
     def _open_store(self, directory: Path, genesis: GenesisBlock) -> SqliteLedgerStore:
+        """Open the ledger; a damaged one is cut back to its verified prefix (the damaged file is
+        kept aside) and the start-up sync fetches the rest from peers (docs/ledger.md §4)."""
         path = directory / LEDGER_FILE
-        return SqliteLedgerStore(path, genesis)
+        store: SqliteLedgerStore | None = None
+        try:
+            store = SqliteLedgerStore(path, genesis)
+            Chain(store)  # every stored block verified again: signatures, committees, stakes
+            return store
+        except (ChainCorrupted, InvalidBlock) as exc:
+            if store is not None:
+                store.close()
+            report = recover_ledger(path, genesis)
+            log.warning(
+                "node %d: ledger damaged (%s); kept the verified blocks up to height %d, moved "
+                "the damaged file to %s; the rest is fetched from peers",
+                self.node_id,
+                exc,
+                report.kept_height,
+                report.moved_to,
+            )
+            return SqliteLedgerStore(path, genesis)
 
     def _build_runtime(
         self, key: SigningKey, genesis: GenesisBlock, store: LedgerStore

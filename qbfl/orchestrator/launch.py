@@ -53,6 +53,7 @@ class UpConfig:
     stall_s: float | None = None  # None: 3 round timeouts
     linger_s: float = 20.0
     genesis_timeout_s: float = 600.0
+    metrics_base_port: int | None = None  # node i serves Prometheus metrics on this + i
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
@@ -117,6 +118,9 @@ def _plan(config: UpConfig, roles: dict[int, Roles]) -> NetworkPlan:
                 data_dir=str(out / f"node-{i}"),
                 log=str(out / "logs" / f"node-{i}.log"),
                 eavesdrop=sorted(taps.get(i, [])),
+                metrics_port=None
+                if config.metrics_base_port is None
+                else config.metrics_base_port + i,
             )
             for i in range(config.nodes)
         ],
@@ -233,6 +237,7 @@ def run_up(config: UpConfig, *, stream: TextIO = sys.stdout) -> dict[str, Any]:
 
         observer = ChainObserver(genesis, addresses=addresses, on_round=on_round)
         observer.roles = {e.node_id: e.role for e in plan.nodes}
+        observer.prepare()
         last_progress = time.monotonic()
         last_height = 0
         statuses: dict[int, dict[str, Any]] = {}
@@ -270,6 +275,8 @@ def run_up(config: UpConfig, *, stream: TextIO = sys.stdout) -> dict[str, Any]:
             wall_seconds=time.monotonic() - started,
             phases_per_round=rows,
         )
+        exit_codes = backend.stop_all()
+        summary["exit_codes"] = {str(k): v for k, v in sorted(exit_codes.items())}
         _write_results(out, summary, rows, config)
         display.log(
             f"done: height {observer.chain.height}, final accuracy "

@@ -39,6 +39,7 @@ class NodeEntry:
     log: str
     pid: int | None = None
     eavesdrop: list[int] = field(default_factory=list)
+    metrics_port: int | None = None
 
     @property
     def roles(self) -> Roles:
@@ -66,6 +67,8 @@ class NodeEntry:
             args += ["--malicious", self.role]
         for peer in self.eavesdrop:
             args += ["--eavesdrop", str(peer)]
+        if self.metrics_port is not None:
+            args += ["--metrics-port", str(self.metrics_port)]
         return args
 
 
@@ -243,8 +246,11 @@ class LocalBackend:
             time.sleep(0.05)
         return not alive(pid)
 
-    def stop_all(self, grace_s: float = 10.0) -> None:
-        """SIGTERM every node and the publisher, then SIGKILL what is still up after `grace_s`."""
+    def stop_all(self, grace_s: float = 10.0) -> dict[int, int | None]:
+        """SIGTERM every node and the publisher, then SIGKILL what is still up after `grace_s`.
+
+        Returns the exit code of every node this backend forked (None: not known here).
+        """
         pids = [e.pid for e in self.plan.nodes] + [self.plan.publisher_pid]
         for pid in pids:
             if alive(pid):
@@ -259,8 +265,11 @@ class LocalBackend:
                 assert pid is not None
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        for proc in self._children.values():
+        codes: dict[int, int | None] = {}
+        for node_id, proc in self._children.items():
             proc.join(timeout=1.0)
+            codes[node_id] = proc.exitcode
+        return codes
 
     # --- perturbations (CometBFT e2e runner: kill, pause, restart, disconnect) -----------------
 

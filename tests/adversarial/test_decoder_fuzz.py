@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from qbfl.consensus.envelope import SignedPayload
 from qbfl.consensus.inmemory import synthetic_genesis
 from qbfl.consensus.qba import Accepted, Forwarded, KeysRevealed, SignedValue, TripleId
 from qbfl.consensus.qbawire import QBA_SCHEMAS
@@ -47,6 +48,7 @@ from qbfl.ledger.encoding import (
     RecordSchema,
 )
 from qbfl.ledger.genesis import DpSettings, GenesisBlock, RosterEntry, TaskSpec
+from qbfl.ledger.registration import Registration
 
 FAST_S = 1.0  # per 4 MB hostile input; the quadratic decoder took ~90 s
 HOSTILE_BYTES = 4_000_000
@@ -171,6 +173,19 @@ DECODERS: tuple[DecoderCase, ...] = (
         SyncResponse.decode,
         lambda r: [SyncResponse((_block(r), _block(r))).encode(), SyncResponse(()).encode()],
     ),
+    # the network's own records: what a node's gRPC edge and the publisher decode
+    DecoderCase(
+        "Registration",
+        Registration.decode,
+        lambda r: [
+            Registration(4, r.randbytes(40), "127.0.0.1:51004", _hash(r), r.randbytes(64)).encode()
+        ],
+    ),
+    DecoderCase(
+        "SignedPayload",
+        SignedPayload.decode,
+        lambda r: [SignedPayload(_hash(r), "qba", 3, 4, r.randbytes(50)).encode()],
+    ),
 )
 
 # Schemas by record type, to find the list fields and nested records inside any sample.
@@ -188,6 +203,8 @@ _RECORDS: list[type] = [
     VoteMessage,
     SyncRequest,
     SyncResponse,
+    Registration,
+    SignedPayload,
 ]
 SCHEMAS: dict[int, RecordSchema] = {
     **{cls.SCHEMA.type_tag: cls.SCHEMA for cls in _RECORDS},  # type: ignore[attr-defined]

@@ -160,6 +160,7 @@ TASK: dict[str, Any] = {
     "initial_stake": 1,
     "round_timeout_s": 60.0,
     "qba_mode": "detectable",
+    "aggregator": "qbfl",
     "dp": None,
 }
 DP: dict[str, Any] = {"target_epsilon": 3.0, "target_delta": 1e-5, "max_grad_norm": 1.0}

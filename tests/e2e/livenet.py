@@ -40,8 +40,9 @@ def live_network(
     malicious: str = "",
     round_timeout_s: float = 8.0,
     linger_s: float = 2.0,
+    metrics: bool = False,
 ) -> Iterator[LiveNetwork]:
-    base = free_range(nodes + 1)
+    base = free_range(2 * nodes + 1)
     config = UpConfig(
         nodes=nodes,
         rounds=rounds,
@@ -51,6 +52,7 @@ def live_network(
         base_port=base,
         publisher_port=base + nodes,
         linger_s=linger_s,
+        metrics_base_port=base + nodes + 1 if metrics else None,
     )
     spec = build_task(
         task="mnist",

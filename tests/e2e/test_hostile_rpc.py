@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from tests.e2e.livenet import LiveNetwork, live_network, wait_until
 @pytest.fixture(scope="module")
 def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveNetwork, dict]]:
     out = tmp_path_factory.mktemp("hostile")
-    with live_network(out, nodes=4, rounds=50, round_timeout_s=6.0) as net:
+    with live_network(out, nodes=4, rounds=50, round_timeout_s=6.0, metrics=True) as net:
         wait_until(
             lambda: all(node_status(net.address(i))["height"] >= 1 for i in range(4)),
             120,
@@ -168,6 +169,16 @@ def test_replayed_block_is_a_harmless_duplicate(quiet, stub) -> None:  # type: i
     assert stub.AnnounceBlock(env, timeout=10).outcome == "duplicate"
     sync = _seal(net, MessageKind.SYNC_REQUEST, SyncRequest(0).encode())
     assert _code(lambda: stub.FetchBlocks(sync, timeout=10)) is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_metrics_name_height_and_rejections(quiet) -> None:  # type: ignore[no-untyped-def]
+    net, _ = quiet
+    port = net.plan.node(0).metrics_port
+    assert port is not None
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "# TYPE qbfl_height gauge" in text
+    assert 'qbfl_messages_rejected_total{reason="submission:UNAUTHENTICATED"}' in text
+    assert "qbfl_stake " in text and "qbfl_view_changes_total " in text
 
 
 def test_node_still_serves_and_nothing_changed(quiet, stub) -> None:  # type: ignore[no-untyped-def]

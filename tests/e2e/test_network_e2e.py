@@ -35,7 +35,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> dict:
         round_timeout_s=8.0,
         base_port=base,
         publisher_port=base + 7,
-        linger_s=3.0,
+        linger_s=60.0,  # `up` stops the nodes itself once it has seen every block
         stall_s=90.0,
     )
     summary = run_up(config, stream=io.StringIO())
@@ -73,6 +73,11 @@ def test_ledgers_verify_when_reopened(network: dict) -> None:
             assert chain.height >= ROUNDS - 1  # a malicious node may lag; honest ones are at 3
         finally:
             store.close()
+
+
+def test_sigterm_stops_every_node_cleanly(network: dict) -> None:
+    codes = network["summary"]["exit_codes"]
+    assert len(codes) == 7 and set(codes.values()) == {0}, codes
 
 
 def test_results_are_written(network: dict) -> None:

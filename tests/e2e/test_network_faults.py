@@ -31,7 +31,9 @@ def _heights(net) -> dict[int, int]:  # type: ignore[no-untyped-def]
 
 
 def test_leader_killed_node_paused_node_restarted(tmp_path: Path) -> None:
-    with live_network(tmp_path, nodes=NODES, rounds=ROUNDS, round_timeout_s=8.0, linger_s=30.0) as net:
+    with live_network(
+        tmp_path, nodes=NODES, rounds=ROUNDS, round_timeout_s=8.0, linger_s=30.0
+    ) as net:
         wait_until(lambda: min(_heights(net).values()) >= 1, 180, "block 1 everywhere")
         # 1. the leader of the round in progress dies mid-round: the view changes, rounds go on
         status = node_status(net.address(0))
@@ -53,7 +55,9 @@ def test_leader_killed_node_paused_node_restarted(tmp_path: Path) -> None:
         third = next(i for i in range(NODES) if i not in (leader, paused))
         message = net.backend.perturb(third, "kill", 1.0, forkserver=True)
         assert "started again" in message
-        wait_until(lambda: min(_heights(net).values()) >= ROUNDS, 300, f"height {ROUNDS} everywhere")
+        wait_until(
+            lambda: min(_heights(net).values()) >= ROUNDS, 300, f"height {ROUNDS} everywhere"
+        )
         heads = {i: node_status(net.address(i))["head_hash"] for i in range(NODES)}
         assert len(set(heads.values())) == 1, heads
     # nothing lost: every ledger on disk holds the whole chain and verifies
