@@ -74,11 +74,25 @@ class Proposal(CanonicalRecord):
 
 
 @dataclass(frozen=True)
+class KeyedPayload:
+    """A QBA message with the key reference its QDS operation travels with between processes
+    (which QKD chunks the operation uses, signed by its signer: qbfl.node.qbakeys). In one
+    process the key dealer needs none and payloads travel bare."""
+
+    message: object
+    key_ref: bytes
+
+
+MAX_KEY_REF_BYTES = 64 << 10
+
+
+@dataclass(frozen=True)
 class QbaEnvelope(CanonicalRecord):
     """One QBA protocol message of a (round, view), opaque to the round logic.
 
-    Only payloads of qbfl.consensus.qba.messages encode (qbawire.py); anything else (a test's
-    stand-in broadcast) raises EncodingError on encode().
+    Only payloads of qbfl.consensus.qba.messages encode (qbawire.py), bare or inside a
+    KeyedPayload (field 4 carries its key reference); anything else (a test's stand-in
+    broadcast) raises EncodingError on encode().
     """
 
     round: int
@@ -92,16 +106,27 @@ class QbaEnvelope(CanonicalRecord):
             Field(1, "round", FieldKind.UINT),
             Field(2, "view", FieldKind.UINT),
             Field(3, "payload", FieldKind.BYTES),
+            Field(4, "key_ref", FieldKind.BYTES, optional=True, max_len=MAX_KEY_REF_BYTES),
         ),
     )
 
     def _values(self) -> dict[str, Any]:
-        return {**super()._values(), "payload": encode_qba_message(self.payload)}
+        payload = self.payload
+        if isinstance(payload, KeyedPayload):
+            return {
+                "round": self.round,
+                "view": self.view,
+                "payload": encode_qba_message(payload.message),
+                "key_ref": payload.key_ref,
+            }
+        return {"round": self.round, "view": self.view, "payload": encode_qba_message(payload)}
 
     @classmethod
     def decode(cls, data: bytes) -> QbaEnvelope:
         values = decode_record(cls.SCHEMA, data)
-        values["payload"] = decode_qba_message(values["payload"])
+        message = decode_qba_message(values["payload"])
+        key_ref = values.pop("key_ref")
+        values["payload"] = message if key_ref is None else KeyedPayload(message, key_ref)
         return build_record(cls, values)
 
 

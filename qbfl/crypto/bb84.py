@@ -7,6 +7,7 @@ import struct
 import threading
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 import blake3
 import numpy as np
@@ -40,10 +41,56 @@ class Role(Enum):
 
 @dataclass(frozen=True)
 class Photons:
-    """Qubits in flight: each one's bit value and basis (0 = rectilinear, 1 = diagonal)."""
+    """Qubits in flight: each one's bit value and basis (0 = rectilinear, 1 = diagonal).
+
+    `detected` (1: Bob's detector clicked) is None on a lossless channel; a lost photon yields no
+    measurement, and sifting keeps only positions Bob detected with matching bases.
+    """
 
     bits: Bits
     bases: Bits
+    detected: Bits | None = None
+
+
+def intercept_resend(photons: Photons, rng: np.random.Generator) -> Photons:
+    """Eve measures every photon in a random basis and resends what she saw, in her basis:
+    ~25 % errors on the sifted key."""
+    eve_bases = rng.integers(0, 2, photons.bits.size, dtype=np.uint8)
+    return Photons(measure(photons, eve_bases, rng), eve_bases, photons.detected)
+
+
+def apply_channel(
+    photons: Photons,
+    rng: np.random.Generator,
+    *,
+    error_rate: float,
+    loss: float = 0.0,
+    eavesdropper: bool = False,
+) -> Photons:
+    """What arrives: Eve (if any) on the way, then bit flips with `error_rate`, photons lost with
+    probability `loss`."""
+    if not 0.0 <= error_rate <= 0.5 or not 0.0 <= loss < 1.0:
+        raise ValueError(
+            f"need error rate in [0, 0.5] and loss in [0, 1), got {error_rate}, {loss}"
+        )
+    if eavesdropper:
+        photons = intercept_resend(photons, rng)
+    flips = (rng.random(photons.bits.size) < error_rate).astype(np.uint8)
+    detected = photons.detected
+    if loss:
+        kept = (rng.random(photons.bits.size) >= loss).astype(np.uint8)
+        detected = kept if detected is None else detected & kept
+    return Photons(photons.bits ^ flips, photons.bases, detected)
+
+
+class QuantumChannel(Protocol):
+    """One endpoint's view of the quantum channel: Alice transmits, Bob receives (DESIGN §6)."""
+
+    def transmit(self, bits: Bits, bases: Bits) -> None: ...
+
+    def receive(self, timeout_s: float = 30.0) -> Photons: ...
+
+    def close(self) -> None: ...
 
 
 class SimulatedQuantumChannel:
@@ -56,13 +103,14 @@ class SimulatedQuantumChannel:
         self._in_flight: queue.Queue[Photons | None] = queue.Queue()
 
     def transmit(self, bits: Bits, bases: Bits) -> None:
-        photons = Photons(bits, bases)
-        if self.eavesdropper:
-            # Intercept-resend: Eve measures in a random basis and resends what she saw in her basis
-            eve_bases = self._rng.integers(0, 2, bits.size, dtype=np.uint8)
-            photons = Photons(measure(photons, eve_bases, self._rng), eve_bases)
-        flips = (self._rng.random(bits.size) < self.error_rate).astype(np.uint8)
-        self._in_flight.put(Photons(photons.bits ^ flips, photons.bases))
+        self._in_flight.put(
+            apply_channel(
+                Photons(bits, bases),
+                self._rng,
+                error_rate=self.error_rate,
+                eavesdropper=self.eavesdropper,
+            )
+        )
 
     def receive(self, timeout_s: float = 30.0) -> Photons:
         try:
@@ -216,7 +264,7 @@ def _tag(salt: bytes, key: Bits, nbits: int) -> bytes:
 
 def run_alice(
     channel: ClassicalChannel,
-    quantum: SimulatedQuantumChannel,
+    quantum: QuantumChannel,
     config: BB84Config,
     rng: np.random.Generator,
 ) -> QkdSessionResult:
@@ -226,7 +274,12 @@ def run_alice(
     bases = rng.integers(0, 2, n, dtype=np.uint8)
     quantum.transmit(bits, bases)
     channel.send(LinkMessage(LinkStep.BASES, pack_bits(bases)))
-    sifted = bits[bases == unpack_bits(expect(channel, LinkStep.BASES), n)]
+    answer = expect(channel, LinkStep.BASES)
+    width = (n + 7) // 8
+    keep = bases == unpack_bits(answer[:width], n)
+    if len(answer) > width:  # Bob also says which photons he detected (a lossy channel)
+        keep &= unpack_bits(answer[width:], n) == 1
+    sifted = bits[keep]
     # QBER estimate on a random disclosed sample, then drop it from the key
     in_sample = (rng.random(sifted.size) < config.sample_fraction).astype(np.uint8)
     sample = sifted[in_sample == 1]
@@ -259,17 +312,23 @@ def run_alice(
 
 def run_bob(
     channel: ClassicalChannel,
-    quantum: SimulatedQuantumChannel,
+    quantum: QuantumChannel,
     config: BB84Config,
     rng: np.random.Generator,
 ) -> QkdSessionResult:
     """Bob's endpoint: measure, sift, sample, run Cascade, check the tag, apply the PA seed."""
     n = config.n_qubits
     bases = rng.integers(0, 2, n, dtype=np.uint8)
-    bits = measure(quantum.receive(config.timeout_s), bases, rng)
+    photons = quantum.receive(config.timeout_s)
+    bits = measure(photons, bases, rng)
     alice_bases = unpack_bits(expect(channel, LinkStep.BASES), n)
-    channel.send(LinkMessage(LinkStep.BASES, pack_bits(bases)))
-    sifted = bits[bases == alice_bases]
+    keep = bases == alice_bases
+    if photons.detected is None:
+        channel.send(LinkMessage(LinkStep.BASES, pack_bits(bases)))
+    else:
+        keep &= photons.detected == 1
+        channel.send(LinkMessage(LinkStep.BASES, pack_bits(bases) + pack_bits(photons.detected)))
+    sifted = bits[keep]
     payload = expect(channel, LinkStep.SAMPLE)
     mask_bytes = (sifted.size + 7) // 8
     in_sample = unpack_bits(payload[:mask_bytes], sifted.size)
