@@ -7,15 +7,12 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from qbfl.consensus.qba.admission import validate_setup
 from qbfl.consensus.qba.adversary import QbaAdversary
+from qbfl.consensus.qba.batching import end_round_together, flush_together
 from qbfl.consensus.qba.dealing import TripleKeyDealer
 from qbfl.consensus.qba.messages import QbaMessage, QbaMode
-from qbfl.consensus.qba.participant import (
-    QbaParticipant,
-    end_round_together,
-    flush_together,
-    validate_setup,
-)
+from qbfl.consensus.qba.participant import QbaParticipant
 from qbfl.crypto.gf2 import PolynomialSource
 from qbfl.crypto.keysupply import PairwiseKeySupply
 from qbfl.crypto.qds import QdsParams
