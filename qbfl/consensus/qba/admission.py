@@ -91,27 +91,30 @@ class Admission:
             problem = shape_error(msg) or self.operation_error(msg.triple)
             if problem is None and msg.recipient != self.me:
                 problem = f"{type(msg).__name__} for {msg.triple} is addressed to {msg.recipient}"
-            if problem is not None:
-                raise InvalidQbaMessage(problem)
-            if msg.triple.round != current_round:
-                return None
-            t = msg.triple
-            self.known[t] = t  # valid, this round's, and `me` is its Bob or Charlie
         else:
             problem = message_error(msg, t, self.me)
-            if problem is not None:
-                raise InvalidQbaMessage(problem)
-            if t.round != current_round:
-                return None
-        kind = type(msg)
-        if kind is not Accepted:
-            if kind is not SignedValue and not (
-                msg.x < self._x_limit and msg.y < self._y_limit  # type: ignore[union-attr]
-            ):
-                raise InvalidQbaMessage(f"{t}: key bits wider than X (n) or Y (2n), n = {self.n}")
-            if kind is not KeysRevealed and not msg.sig < self._y_limit:  # type: ignore[union-attr]
-                raise InvalidQbaMessage(f"{t}: a signature has 2n = {2 * self.n} bits")
+        if problem is None:
+            problem = self._range_error(msg)
+        if problem is not None:
+            raise InvalidQbaMessage(problem)
+        if msg.triple.round != current_round:
+            return None
+        if t is None:
+            t = self.known[msg.triple] = msg.triple  # valid, this round's, `me` its Bob or Charlie
         return t
+
+    def _range_error(self, msg: QbaMessage) -> str | None:
+        """App. A.1: X is n bits, Y and Sig 2n bits; wider values are no key bits or signature at all."""
+        kind = type(msg)
+        if kind is Accepted:
+            return None
+        if kind is not SignedValue and not (
+            msg.x < self._x_limit and msg.y < self._y_limit  # type: ignore[union-attr]
+        ):
+            return f"{msg.triple}: key bits wider than X (n) or Y (2n), n = {self.n}"
+        if kind is not KeysRevealed and not msg.sig < self._y_limit:  # type: ignore[union-attr]
+            return f"{msg.triple}: a signature has 2n = {2 * self.n} bits"
+        return None
 
 
 def message_error(msg: QbaMessage, t: TripleId, me: int) -> str | None:
