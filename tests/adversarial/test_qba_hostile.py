@@ -10,6 +10,7 @@ import tracemalloc
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pytest
 from qba_fixtures import SEARCH_PARAMS, Harness, full_polys, search_polys
 
@@ -37,9 +38,11 @@ from qbfl.consensus.qba.search import ScriptedAdversary
 from qbfl.consensus.qbawire import decode_qba_message, encode_qba_message
 from qbfl.consensus.wire import QbaEnvelope
 from qbfl.crypto import qds
+from qbfl.crypto.bb84 import QkdSessionResult, Role
 from qbfl.crypto.gf2 import PolynomialSource
 from qbfl.crypto.keypool import PairwiseKeyPools
 from qbfl.crypto.keysupply import SeededKeySupply
+from qbfl.crypto.qkd import pack_bits
 from qbfl.errors import QbflError
 from qbfl.ledger.encoding import EncodingError
 
@@ -256,17 +259,41 @@ def test_finding_4_and_5_invalid_input_is_refused_before_any_state_change(name: 
     assert h.keys.consumed_bits() == bits
 
 
+def _stocked_pools(nodes: list[int], bits: int) -> PairwiseKeyPools:
+    """QKD pools holding `bits` seeded key bits per pair (one stand-in session each, no BB84 run)."""
+
+    def session(pair: tuple[int, int], index: int) -> tuple[QkdSessionResult, QkdSessionResult]:
+        key = np.random.default_rng([*pair, index]).integers(0, 2, bits, dtype=np.uint8)
+        result = QkdSessionResult(
+            role=Role.ALICE,
+            key=pack_bits(key),
+            key_bits=bits,
+            n_qubits=4 * bits,
+            sifted_bits=2 * bits,
+            sample_bits=bits // 5,
+            qber=0.01,
+            qber_upper=0.02,
+            reconciled_bits=2 * bits,
+            leaked_bits=bits // 4,
+            corrected_errors=None,
+            simulated_seconds=0.0,
+            channel_bytes_sent=0,
+        )
+        return result, replace(result, role=Role.BOB)
+
+    pools = PairwiseKeyPools(nodes, session)
+    pools.refill(min_bits=bits)
+    return pools
+
+
 def test_finding_4_a_charlie_outside_the_roster_never_reaches_the_qkd_pools() -> None:
-    """With real pools, keypool.py raised ValueError for a pair outside the roster."""
-
-    def no_sessions(pair: tuple[int, int], index: int) -> Any:
-        raise AssertionError("no QKD session should run")
-
-    pools = PairwiseKeyPools(COMMITTEE, no_sessions)
+    """With real pools, keypool.py raised ValueError for the pair (leader, 99) outside the roster."""
+    pools = _stocked_pools(COMMITTEE, 4096)
     h = Harness(COMMITTEE, f=2, keys=pools)
     with pytest.raises(InvalidQbaMessage):
         h.members[1].on_message(SignedValue(TripleId((0,), 1, 99), 0, 1, b"v", 0))
     assert pools.consumed_bits() == 0
+    assert h.run(b"v", rounds=1) == dict.fromkeys(COMMITTEE, b"v")  # the pools still serve QBA
 
 
 # ------------------------------------------------------------------------------- finding 5

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from qbfl.consensus.qba.messages import (
+    INT_FIELDS,
     QBA_DOC_MAX_BYTES,
     QBA_MAX_COMMITTEE,
     QBA_MAX_PATH,
@@ -63,6 +65,12 @@ class Admission:
         self._members = frozenset(committee)
         self._x_limit, self._y_limit = 1 << n, 1 << (2 * n)  # X: n bits; Y and Sig: 2n bits (A.1)
         self.known: dict[TripleId, TripleId] = {}
+        self._checks: dict[type, Callable[[Any, TripleId], bool]] = {
+            SignedValue: self._signed_ok,
+            Forwarded: self._forwarded_ok,
+            KeysRevealed: self._revealed_ok,
+            Accepted: self._accepted_ok,
+        }
 
     def operation_error(self, t: TripleId) -> str | None:
         """Why `t` is not a QDS operation of this session (None if it is; its shape already checked).
@@ -84,24 +92,63 @@ class Admission:
         """This session's instance of msg's operation, or None when the message belongs to another
         multicast round (the lock-step model drops it). Raises InvalidQbaMessage and changes nothing
         for a message that cannot belong to this session."""
-        if type(msg) not in _KINDS:
+        check = self._checks.get(type(msg))
+        if check is None:
             raise InvalidQbaMessage(f"not a QBA message: {type(msg).__name__}")
-        t = self.known.get(msg.triple) if type(msg.triple) is TripleId else None
+        triple = msg.triple
+        t = self.known.get(triple) if type(triple) is TripleId else None
         if t is None:
-            problem = shape_error(msg) or self.operation_error(msg.triple)
-            if problem is None and msg.recipient != self.me:
-                problem = f"{type(msg).__name__} for {msg.triple} is addressed to {msg.recipient}"
-        else:
-            problem = message_error(msg, t, self.me)
-        if problem is None:
-            problem = self._range_error(msg)
-        if problem is not None:
-            raise InvalidQbaMessage(problem)
-        if msg.triple.round != current_round:
+            problem = shape_error(msg) or self.operation_error(triple)
+            if problem is not None:
+                raise InvalidQbaMessage(problem)
+        if not check(msg, t or triple):
+            raise InvalidQbaMessage(
+                message_error(msg, triple, self.me) or self._range_error(msg) or "invalid"
+            )
+        if triple.round != current_round:
             return None
         if t is None:
-            t = self.known[msg.triple] = msg.triple  # valid, this round's, `me` its Bob or Charlie
+            t = self.known[triple] = triple  # valid, this round's, `me` its Bob or Charlie
         return t
+
+    # One check per kind, all of a message's fields in one expression (this runs for every message;
+    # `message_error` and `_range_error` then say what failed). App. A.1: X is n bits, Y and Sig 2n.
+    def _signed_ok(self, m: SignedValue, t: TripleId) -> bool:
+        return (
+            m.sender == t.path[-1]
+            and m.recipient == self.me == t.bob
+            and type(m.doc) is bytes
+            and len(m.doc) <= QBA_DOC_MAX_BYTES
+            and type(m.sig) is int
+            and 0 <= m.sig < self._y_limit
+        )
+
+    def _forwarded_ok(self, m: Forwarded, t: TripleId) -> bool:
+        return (
+            m.sender == t.bob
+            and m.recipient == self.me == t.charlie
+            and type(m.doc) is bytes
+            and len(m.doc) <= QBA_DOC_MAX_BYTES
+            and type(m.sig) is int
+            and type(m.x) is int
+            and type(m.y) is int
+            and 0 <= m.sig < self._y_limit
+            and 0 <= m.x < self._x_limit
+            and 0 <= m.y < self._y_limit
+        )
+
+    def _revealed_ok(self, m: KeysRevealed, t: TripleId) -> bool:
+        return (
+            m.sender == t.charlie
+            and m.recipient == self.me == t.bob
+            and type(m.x) is int
+            and type(m.y) is int
+            and 0 <= m.x < self._x_limit
+            and 0 <= m.y < self._y_limit
+        )
+
+    def _accepted_ok(self, m: Accepted, t: TripleId) -> bool:
+        return m.sender == t.bob and m.recipient == self.me == t.charlie
 
     def _range_error(self, msg: QbaMessage) -> str | None:
         """App. A.1: X is n bits, Y and Sig 2n bits; wider values are no key bits or signature at all."""
@@ -134,16 +181,8 @@ def message_error(msg: QbaMessage, t: TripleId, me: int) -> str | None:
         doc = msg.doc  # type: ignore[union-attr]
         if type(doc) is not bytes or len(doc) > QBA_DOC_MAX_BYTES:
             return f"the document is bytes of at most {QBA_DOC_MAX_BYTES}"
-    for name in _INT_FIELDS.get(kind, ()):
+    for name in INT_FIELDS[kind]:
         value = getattr(msg, name)
         if type(value) is not int or value < 0:
             return f"{name} is a non-negative int"
     return None
-
-
-_KINDS = frozenset((SignedValue, Forwarded, KeysRevealed, Accepted))
-_INT_FIELDS: dict[type, tuple[str, ...]] = {
-    SignedValue: ("sig",),
-    Forwarded: ("sig", "x", "y"),
-    KeysRevealed: ("x", "y"),
-}

@@ -73,16 +73,19 @@ class TripleId:
         Structural only: a path of 1..QBA_MAX_PATH distinct ids, Bob ≠ Charlie, neither on the path
         (App. A.2: a relay's triples use members that have not acted as primary on its path).
         """
-        path = self.path
+        path, bob, charlie = self.path, self.bob, self.charlie
         if type(path) is not tuple or not 1 <= len(path) <= QBA_MAX_PATH:
             return f"a path names the leader and at most {QBA_MAX_PATH - 1} relays"
-        if any(type(k) is not int or k < 0 for k in (*path, self.bob, self.charlie)):
+        if type(bob) is not int or type(charlie) is not int or bob < 0 or charlie < 0:
             return "ids are non-negative ints"
+        for k in path:  # a loop, not any(<generator>): this runs once per operation and verifier
+            if type(k) is not int or k < 0:
+                return "ids are non-negative ints"
         if len(set(path)) != len(path):
             return "a path repeats a primary"
-        if self.bob == self.charlie:
+        if bob == charlie:
             return "Bob and Charlie must differ"
-        if self.bob in path or self.charlie in path:
+        if bob in path or charlie in path:
             return "Bob and Charlie must not be on the path"
         return None
 
@@ -164,14 +167,23 @@ def shape_error(message: object) -> str | None:
         return problem
     if (msg.sender, msg.recipient) != roles(msg):
         return f"{type(msg).__name__} for {msg.triple} must go {roles(msg)[0]} → {roles(msg)[1]}"
-    doc = getattr(msg, "doc", b"")
-    if type(doc) is not bytes or len(doc) > QBA_DOC_MAX_BYTES:
-        return f"the document is bytes of at most {QBA_DOC_MAX_BYTES}"
-    for name in ("sig", "x", "y"):
-        value = getattr(msg, name, 0)
+    kind = type(msg)
+    if kind is SignedValue or kind is Forwarded:
+        doc = msg.doc  # type: ignore[union-attr]
+        if type(doc) is not bytes or len(doc) > QBA_DOC_MAX_BYTES:
+            return f"the document is bytes of at most {QBA_DOC_MAX_BYTES}"
+    for name in INT_FIELDS[kind]:
+        value = getattr(msg, name)
         if type(value) is not int or value < 0:
             return f"{name} is a non-negative int"
     return None
 
 
-_KINDS = (SignedValue, Forwarded, KeysRevealed, Accepted)
+# the QDS values of each kind (Python ints; App. A.1 gives their widths in terms of n)
+INT_FIELDS: dict[type, tuple[str, ...]] = {
+    SignedValue: ("sig",),
+    Forwarded: ("sig", "x", "y"),
+    KeysRevealed: ("x", "y"),
+    Accepted: (),
+}
+_KINDS = tuple(INT_FIELDS)
