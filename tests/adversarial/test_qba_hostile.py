@@ -15,6 +15,7 @@ import pytest
 from qba_fixtures import SEARCH_PARAMS, Harness, full_polys, search_polys
 
 from qbfl.consensus.qba import (
+    QBA_DOC_MAX_BYTES,
     QBA_MAX_PATH,
     Accepted,
     EquivocatingLeader,
@@ -241,6 +242,7 @@ def _bad_messages() -> dict[str, object]:
         "negative sig": SignedValue(ok, 0, 1, b"v", -1),
         "sig wider than 2n": SignedValue(ok, 0, 1, b"v", 1 << 64),
         "doc not bytes": SignedValue(ok, 0, 1, "v", 0),  # type: ignore[arg-type]
+        "doc over 64 KiB": SignedValue(ok, 0, 1, bytes(QBA_DOC_MAX_BYTES + 1), 0),
         "bool sig": SignedValue(ok, 0, 1, b"v", True),
         "not a message": b"\x51\x01",
     }

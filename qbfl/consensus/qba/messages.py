@@ -14,8 +14,10 @@ QBA_MAX_COMMITTEE = 64
 # A path names the primaries of one relay chain: at most f_c + 1 ids, f_c = ⌊(64 − 1)/2⌋ = 31
 # (App. A.2: f multicast rounds, the round-r path holds r ids). Decoding refuses longer paths.
 QBA_MAX_PATH = (QBA_MAX_COMMITTEE - 1) // 2 + 1
-# The signed document is the consensus message (a block's id lists allow 100 000 ids: ~800 KB)
-QBA_DOC_MAX_BYTES = 1 << 20
+# The signed document is the round's ConsensusMessage (qbfl/ledger/block.py): ~70 bytes plus 8 per
+# selected client, so 64 KiB carries 8 000 selected ids (the paper's runs: 50). It bounds what a
+# peer can make a member hold per operation: one document (docs/qba.md, "Bounds").
+QBA_DOC_MAX_BYTES = 64 << 10
 
 
 class InvalidQbaMessage(QbflError):

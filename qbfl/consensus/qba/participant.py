@@ -200,7 +200,6 @@ class QbaParticipant:
         if t in self._direct:
             self.ignored += 1  # one document per operation: the keys verify only the first (A.1)
             return []
-        self._direct[t] = msg.doc
         # App. A.2, later rounds: "the forwarder performs a consistency check" — the relayed value
         # must equal this member's own message for the path one depth earlier; if not, Bob rejects
         # and aborts the operation (A.1), so Charlie never verifies or records it
@@ -208,8 +207,10 @@ class QbaParticipant:
             not self._paper or len(t.path) == 1 or self._relayed.get(t.path[:-1]) == msg.doc
         )
         if not consistent and not self.faulty:
+            self._direct[t] = msg.doc
             return []
-        own = self._dealer.keys_for(t).bob
+        own = self._dealer.keys_for(t).bob  # a short QKD pool raises here, before any state change
+        self._direct[t] = msg.doc
         doc, sig, x, y = msg.doc, msg.sig, own.x, own.y
         if self.faulty:
             choice = self._adversary.forward(self.me, t, msg.doc)
@@ -249,8 +250,8 @@ class QbaParticipant:
                 # identical one may be a network duplicate and is only ignored
                 self.excluded.add(msg.sender)
             return []
+        own = self._dealer.keys_for(t).charlie  # a short QKD pool raises before any state change
         self._forwarded[t] = msg
-        own = self._dealer.keys_for(t).charlie
         if not qds.bob_bits_match(msg.x, msg.y, own, self._params.n, t.context()):
             self.excluded.add(msg.sender)  # Bob's key bits contradict the dealt commitment
             return []
