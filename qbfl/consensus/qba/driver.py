@@ -23,7 +23,11 @@ Interceptor = Callable[[QbaMessage], QbaMessage | None]
 
 @dataclass(frozen=True)
 class QbaOutcome:
-    """outputs: honest members only; None is ⊥. deviations: what the faulty members did differently."""
+    """outputs: honest members only; None is ⊥. deviations: what the faulty members did differently.
+
+    qds_operations: signatures computed, each with one polynomial — the operations signed and, when
+    faulty members forge (a colluder's tampered forward, a re-forge), those signatures too.
+    """
 
     outputs: Mapping[int, bytes | None]
     qds_operations: int
