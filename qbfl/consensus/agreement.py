@@ -9,11 +9,16 @@ from typing import Protocol
 import numpy as np
 
 from qbfl.consensus.qba import (
+    Accepted,
+    Forwarded,
     HonestAdversary,
+    InvalidQbaMessage,
+    KeysRevealed,
     QbaAdversary,
     QbaMode,
     QbaParticipant,
     SignChoice,
+    SignedValue,
     TamperingRelay,
     TripleId,
     TripleKeyDealer,
@@ -21,6 +26,8 @@ from qbfl.consensus.qba import (
 from qbfl.crypto.gf2 import CyclicPolynomialSource, PolynomialPool, PolynomialSource
 from qbfl.crypto.keysupply import PairwiseKeySupply
 from qbfl.crypto.qds import QdsParams
+
+QBA_MESSAGE_TYPES = (SignedValue, Forwarded, KeysRevealed, Accepted)
 
 
 class QbaSession(Protocol):
@@ -56,8 +63,8 @@ class QbaSessionFactory(Protocol):
 
 
 class _ParticipantSession:
-    """QbaParticipant behind the QbaSession interface; drops messages whose claimed sender is not
-    the transport's authenticated sender."""
+    """QbaParticipant behind the QbaSession interface; refuses (InvalidQbaMessage, nothing changed) a
+    payload that is no QBA message or whose claimed sender is not the transport's authenticated one."""
 
     def __init__(self, participant: QbaParticipant) -> None:
         self._p = participant
@@ -71,9 +78,13 @@ class _ParticipantSession:
         return self._out(self._p.start(value))
 
     def on_message(self, sender: int, payload: object) -> list[tuple[int, object]]:
-        if getattr(payload, "sender", None) != sender or not hasattr(payload, "triple"):
-            return []
-        return self._out(self._p.on_message(payload))  # type: ignore[arg-type]
+        if not isinstance(payload, QBA_MESSAGE_TYPES):
+            raise InvalidQbaMessage(f"not a QBA message: {type(payload).__name__}")
+        if payload.sender != sender:
+            raise InvalidQbaMessage(
+                f"node {sender} sent a QBA message claiming sender {payload.sender}"
+            )
+        return self._out(self._p.on_message(payload))
 
     def end_round(self, k: int) -> list[tuple[int, object]]:
         return self._out(self._p.end_multicast_round(k))

@@ -4,6 +4,11 @@ The four QBA message dataclasses carry no schema of their own; these record type
 canonical bytes with the ledger's encoding (docs/consensus.md, "Wire encoding"). QDS values
 (sig, x, y) are Python ints of up to a few hundred bits: they are written as minimal big-endian
 unsigned bytes (zero is one 0x00 byte; any other leading zero byte is rejected).
+
+Decoding refuses what no session could accept (`messages.shape_error`: a path longer than
+QBA_MAX_PATH or repeating an id, Bob = Charlie or on the path, a sender or recipient the kind does
+not fix, a document over QBA_DOC_MAX_BYTES); the participant checks the rest against its committee,
+mode and n. Nothing is cached at decode time (docs/qba.md, "Bounds").
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ from collections.abc import Callable
 from typing import Any
 
 from qbfl.consensus.qba.messages import (
+    QBA_DOC_MAX_BYTES,
+    QBA_MAX_PATH,
     Accepted,
     Forwarded,
     KeysRevealed,
     QbaMessage,
     SignedValue,
     TripleId,
+    shape_error,
 )
 from qbfl.ledger.encoding import (
     EncodingError,
@@ -30,7 +38,7 @@ from qbfl.ledger.encoding import (
 )
 
 QDS_INT_MAX_LEN = 1024  # bytes per QDS value: 8 192 bits, far above 2n = 256 at n = 128
-_PATH_MAX_LEN = 4 + 8 * 1024  # relay paths are at most f_c + 1 long
+_PATH_MAX_LEN = 4 + 8 * QBA_MAX_PATH  # relay paths are at most f_c + 1 long (32 ids: 260 bytes)
 
 
 def int_to_bytes(value: int, name: str) -> bytes:
@@ -53,7 +61,7 @@ _TRIPLE = (
     Field(4, "sender", FieldKind.UINT),
     Field(5, "recipient", FieldKind.UINT),
 )
-_DOC = Field(6, "doc", FieldKind.BYTES)
+_DOC = Field(6, "doc", FieldKind.BYTES, max_len=QBA_DOC_MAX_BYTES)
 _SIG = Field(7, "sig", FieldKind.BYTES, max_len=QDS_INT_MAX_LEN)
 _X = Field(8, "x", FieldKind.BYTES, max_len=QDS_INT_MAX_LEN)
 _Y = Field(9, "y", FieldKind.BYTES, max_len=QDS_INT_MAX_LEN)
@@ -75,6 +83,9 @@ def encode_qba_message(message: object) -> bytes:
     schema = QBA_SCHEMAS.get(type(message))
     if schema is None:
         raise EncodingError(f"not a QBA message: {type(message).__name__}")
+    problem = shape_error(message)
+    if problem is not None:
+        raise EncodingError(f"{schema.name}: {problem} (peers refuse it)")
     triple: TripleId = message.triple  # type: ignore[attr-defined]
     values: dict[str, Any] = {
         "path": triple.path,
@@ -106,4 +117,7 @@ def decode_qba_message(data: bytes) -> QbaMessage:
         if name in values:
             values[name] = int_from_bytes(values[name], name)
     message: QbaMessage = cls(triple=triple, **values)
+    problem = shape_error(message)
+    if problem is not None:
+        raise EncodingError(f"{schema.name}: {problem}")
     return message

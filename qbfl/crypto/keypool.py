@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from qbfl.crypto.bb84 import BB84Config, QkdSessionResult, run_bb84_pair
+from qbfl.crypto.keysupply import UnknownKeyPair
 from qbfl.crypto.qkd import Bits
 from qbfl.errors import KeyPoolExhausted, QbflError, QkdAborted
 
@@ -23,7 +24,7 @@ class KeyMismatch(QbflError):
 def pair_of(a: int, b: int) -> Pair:
     """The unordered pair {a, b} as (low, high); a node has no key with itself."""
     if a == b:
-        raise ValueError(f"a key pair needs two different nodes, got {a} twice")
+        raise UnknownKeyPair(f"a key pair needs two different nodes, got {a} twice")
     return (a, b) if a < b else (b, a)
 
 
@@ -167,7 +168,7 @@ class PairwiseKeyPools:
         pair = pair_of(a, b)
         state = self._pairs.get(pair)
         if state is None:
-            raise ValueError(f"no key pool for pair {pair}: both nodes must be in the roster")
+            raise UnknownKeyPair(f"no key pool for pair {pair}: both nodes must be in the roster")
         return state
 
     def endpoint_pool(self, node: int, peer: int) -> KeyPool:

@@ -6,13 +6,20 @@ from typing import Protocol
 
 import blake3
 
+from qbfl.errors import QbflError
+
+
+class UnknownKeyPair(QbflError, ValueError):
+    """No pairwise key exists for the two nodes named: one is outside the roster, or both are one node."""
+
 
 class PairwiseKeySupply(Protocol):
     """Secret bits shared by exactly two nodes; each call consumes them (one-time keys).
 
     `take(a, b, nbits)` and `take(b, a, nbits)` draw from the same pair's pool: the pair is
     unordered. Bits are returned as a Python int holding `nbits` bits (LSB first).
-    Raises `qbfl.errors.KeyPoolExhausted` when the pool is short.
+    Raises `qbfl.errors.KeyPoolExhausted` when the pool is short and `UnknownKeyPair` when the two
+    nodes share no pool.
     """
 
     def take(self, a: int, b: int, nbits: int) -> int: ...
@@ -31,7 +38,7 @@ class SeededKeySupply:
 
     def take(self, a: int, b: int, nbits: int) -> int:
         if a == b:
-            raise ValueError("a key pair needs two different nodes")
+            raise UnknownKeyPair(f"a key pair needs two different nodes, got {a} twice")
         if nbits <= 0:
             raise ValueError("nbits must be positive")
         pair = (min(a, b), max(a, b))

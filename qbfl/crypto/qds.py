@@ -339,7 +339,11 @@ def check_many(items: Sequence[tuple[bytes, int, int, int]], params: QdsParams) 
     for doc, sig, kx, ky in items:
         digest = sig ^ ky
         poly = (digest >> n) | (1 << n)
-        if digest >> (2 * n) or (params.check_irreducible and not is_irreducible(poly)):
+        if (
+            digest >> (2 * n)
+            or kx >> n  # K_X wider than n bits (or negative) would not fit the word columns
+            or (params.check_irreducible and not is_irreducible(poly))
+        ):
             verdicts.append(QdsVerdict.REJECT_SIGNATURE)
             continue
         verdicts.append(None)
@@ -372,7 +376,7 @@ def _check(doc: bytes, sig: int, kx: int, ky: int, params: QdsParams) -> QdsVerd
     digest = sig ^ ky
     claimed = digest & ((1 << n) - 1)
     poly = (digest >> n) | (1 << n)  # the unmasked p_a; monic of degree n by construction
-    if digest >> (2 * n):
+    if digest >> (2 * n) or kx >> n:  # a Sig or K_X wider than A.1's 2n / n bits, or negative
         return QdsVerdict.REJECT_SIGNATURE
     if params.check_irreducible and not is_irreducible(poly):
         return QdsVerdict.REJECT_SIGNATURE
@@ -390,7 +394,7 @@ def bob_verify(
     context: bytes = b"",
 ) -> QdsVerdict:
     """Bob: K_X = X_b ⊕ X_c, K_Y = Y_b ⊕ Y_c, unmask, recompute, accept iff equal (App. A.1)."""
-    if _commit(context, b"C", revealed.x, revealed.y, params.n) != own.partner_commitment:
+    if not charlie_bits_match(revealed.x, revealed.y, own, params.n, context):
         return QdsVerdict.REJECT_KEYS
     return _check(signature.doc, signature.sig, own.x ^ revealed.x, own.y ^ revealed.y, params)
 
@@ -411,11 +415,15 @@ def keys_match(
 
 def charlie_bits_match(x: int, y: int, own: VerifierKeys, n: int, context: bytes) -> bool:
     """`revealed_keys_match` on bare key bits (QBA's hot path builds no QdsKeyReveal)."""
+    if x >> n or y >> (2 * n):  # negative or wider than X (n bits), Y (2n bits): never dealt
+        return False
     return _commit(context, b"C", x, y, n) == own.partner_commitment
 
 
 def bob_bits_match(x: int, y: int, own: VerifierKeys, n: int, context: bytes) -> bool:
     """`keys_match` on bare key bits (QBA's hot path builds no QdsForward)."""
+    if x >> n or y >> (2 * n):  # as above: out-of-range bits cannot match (and overflow _commit)
+        return False
     return _commit(context, b"B", x, y, n) == own.partner_commitment
 
 

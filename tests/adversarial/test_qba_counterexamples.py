@@ -28,8 +28,19 @@ COUNTEREXAMPLE_4 = {
     (3, 1): b"1",
     (3, 2): b"1",
 }
-# N = 5, f = 2: 1 in the six triples containing node 4, 0 in the other six
+# N = 5, f = 2 (docs/qba.md §2): 1 in (0; 2→4), (0; 3→2), (0; 3→4), (0; 4→2), (0; 4→3), 0 elsewhere.
+# Round 1 leaves node 1 with six 0s, node 4 with four 1s, nodes 2 and 3 with a 3:3 tie (⊥); a Bob
+# whose own message is ⊥ aborts every relay, so nothing reaches 1 or 4 that could change them.
 COUNTEREXAMPLE_5 = {
+    (b, c): (b"1" if (b, c) in {(2, 4), (3, 2), (3, 4), (4, 2), (4, 3)} else b"0")
+    for b in range(1, 5)
+    for c in range(1, 5)
+    if b != c
+}
+# The split DESIGN §6 gives for N = 5 (1 in the six triples containing node 4) holds only when the
+# verifier, too, drops relays that differ from its own message; with the appendix's forwarder-only
+# consistency check the relays of 1-3 reach node 4 as Charlie and move it to 0 (finding 12).
+REPAIRED_BY_RELAYS_5 = {
     (b, c): (b"1" if 4 in (b, c) else b"0") for b in range(1, 5) for c in range(1, 5) if b != c
 }
 
@@ -95,13 +106,24 @@ def test_paper_mode_counterexample_n4_f1_splits_honest_members() -> None:
     assert out.outputs == {1: b"0", 2: None, 3: b"1"}
 
 
-def test_paper_mode_counterexample_n5_f2_splits_node_4_from_the_rest() -> None:
+def test_paper_mode_counterexample_n5_f2_splits_node_1_from_node_4() -> None:
     out = _equivocate(QbaMode.PAPER, 5, 2, COUNTEREXAMPLE_5)
-    assert out.qds_operations == 36
-    assert out.outputs == {1: b"0", 2: b"0", 3: b"0", 4: b"1"}
+    assert out.qds_operations == 12 + 2 * 6  # nodes 2 and 3 hold ⊥ and relay nothing
+    assert out.outputs == {1: b"0", 2: None, 3: None, 4: b"1"}
 
 
-@pytest.mark.parametrize(("n", "f", "table"), [(4, 1, COUNTEREXAMPLE_4), (5, 2, COUNTEREXAMPLE_5)])
+def test_paper_mode_relays_move_node_4_off_its_round_one_majority() -> None:
+    """Finding 12: the relay round changes an honest output (round 1 alone: f = 1)."""
+    round_one = _equivocate(QbaMode.PAPER, 5, 1, REPAIRED_BY_RELAYS_5)
+    assert round_one.outputs == {1: b"0", 2: b"0", 3: b"0", 4: b"1"}
+    out = _equivocate(QbaMode.PAPER, 5, 2, REPAIRED_BY_RELAYS_5)
+    assert out.outputs == {1: b"0", 2: b"0", 3: b"0", 4: b"0"}
+
+
+@pytest.mark.parametrize(
+    ("n", "f", "table"),
+    [(4, 1, COUNTEREXAMPLE_4), (5, 2, COUNTEREXAMPLE_5), (5, 2, REPAIRED_BY_RELAYS_5)],
+)
 def test_detectable_mode_survives_both_counterexamples(n: int, f: int, table) -> None:  # type: ignore[no-untyped-def]
     out = _equivocate(QbaMode.DETECTABLE, n, f, table)
     decided = {v for v in out.outputs.values() if v is not None}

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from qba_fixtures import SEARCH_PARAMS, search_polys
 
+import qbfl.consensus.qba.driver as qba_driver
 from qbfl.consensus.qba import (
     EquivocatingLeader,
     QbaAdversary,
     QbaMode,
     QbaOutcome,
+    QbaParticipant,
     RandomByzantine,
     SilentAdversary,
     TamperingRelay,
+    TripleId,
     round_one_pairs,
     run_qba,
 )
+from qbfl.consensus.qba.messages import Forwarded, QbaMessage
 from qbfl.consensus.qba.search import (
     RecordingAdversary,
     ScriptedAdversary,
@@ -70,14 +75,21 @@ def random_trial(rng: random.Random, mode: QbaMode, polys) -> tuple[Trial, QbaOu
     return Trial(mode, tuple(committee), f, faulty, value, recorder.decisions, key_seed), outcome
 
 
-def search(mode: QbaMode, trials: int, seed: int) -> tuple[int, str | None]:
-    """Run `trials` random trials; return how many deviated and the first failure's shrunk trace."""
+def search(
+    mode: QbaMode, trials: int, seed: int, hooks: Counter[str] | None = None
+) -> tuple[int, str | None]:
+    """Run `trials` random trials; return how many deviated and the first failure's shrunk trace.
+
+    `hooks` (optional) counts the trials in which each hook deviated ("reforge", "replay:check", …).
+    """
     rng = random.Random(seed)
     polys = search_polys()
     deviating = 0
     for _ in range(trials):
         trial, outcome = random_trial(rng, mode, polys)
         deviating += bool(trial.script)
+        if hooks is not None:
+            hooks.update({key[0] for key in trial.script})
         if violations(trial, outcome):
 
             def fails(t: Trial) -> bool:
@@ -114,9 +126,61 @@ def test_recorded_trials_replay_exactly() -> None:
 
 
 def test_random_search_finds_no_violation_in_detectable_mode() -> None:
-    deviating, failure = search(QbaMode.DETECTABLE, trials=5000, seed=20240601)
+    hooks: Counter[str] = Counter()
+    deviating, failure = search(QbaMode.DETECTABLE, trials=5000, seed=20240601, hooks=hooks)
     assert failure is None, "shrunk counterexample:\n" + failure
     assert deviating > 3500  # the adversaries did act (~80 % of trials deviate somewhere)
+    # issue 10: the adversaries also re-sign with revealed keys and replay every message kind
+    assert hooks["reforge"] > 300, hooks
+    for step in ("sign", "forward", "reveal", "check", "accepted", "round-end"):
+        assert hooks[f"replay:{step}"] > 100, hooks
+
+
+class _CharlieBeforeIssue10(QbaParticipant):
+    """Charlie's forward handling as it was: only a pending or recorded operation was refused, so she
+    revealed again for a second forward once her first check had run or been queued."""
+
+    def _as_charlie_forwarded(self, t: TripleId, msg: Forwarded) -> list[QbaMessage]:
+        if t in self._charlie_pending or t in self._recorded:
+            return []
+        self._forwarded.pop(t, None)  # forget the one-time-key record the fix keeps
+        return super()._as_charlie_forwarded(t, msg)
+
+
+def test_the_search_finds_the_re_forward_forgery_in_the_old_charlie(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The point of extending the search: it would have found finding 1 (in a few trials)."""
+    monkeypatch.setattr(qba_driver, "QbaParticipant", _CharlieBeforeIssue10)
+    _, failure = search(QbaMode.DETECTABLE, trials=200, seed=20240601)
+    assert failure is not None
+    print(failure)
+    assert "reforge" in failure and "validity" in failure
+
+
+def test_batched_and_unbatched_agree_for_a_random_faulty_leader() -> None:
+    """Issue 10, finding 2: with RandomByzantine(p=1) as faulty leader (N = 3…5), broken signatures
+    came out valid unbatched: 129 of 900 seeded runs differed on main, 24 of these 180."""
+    differ = []
+    for n in (3, 4, 5):
+        for seed in range(60):
+            outputs = []
+            for batch in (True, False):
+                out = run_qba(
+                    committee=list(range(n)),
+                    leader_value=b"0",
+                    f=(n - 1) // 2,
+                    keys=SeededKeySupply(seed),
+                    polys=search_polys(),
+                    params=SEARCH_PARAMS,
+                    adversary=RandomByzantine(seed, p=1.0),
+                    faulty=[0],
+                    batch=batch,
+                )
+                outputs.append(out.outputs)
+            if outputs[0] != outputs[1]:
+                differ.append((n, seed))
+    assert differ == []
 
 
 def test_random_search_finds_and_shrinks_a_paper_mode_violation() -> None:

@@ -7,6 +7,7 @@ from qbfl.consensus.qba.adversary import (
     KeyChoice,
     QbaAdversary,
     RandomByzantine,
+    ReplayStep,
     SignChoice,
     SilentAdversary,
     TamperingRelay,
@@ -16,8 +17,12 @@ from qbfl.consensus.qba.adversary import (
 from qbfl.consensus.qba.dealing import TripleKeyDealer
 from qbfl.consensus.qba.driver import QbaOutcome, run_qba
 from qbfl.consensus.qba.messages import (
+    QBA_DOC_MAX_BYTES,
+    QBA_MAX_COMMITTEE,
+    QBA_MAX_PATH,
     Accepted,
     Forwarded,
+    InvalidQbaMessage,
     KeysRevealed,
     QbaMessage,
     QbaMode,
@@ -29,14 +34,19 @@ from qbfl.consensus.qba.rules import (
     detectable_qds_operations,
     majority,
     paper_qds_operations,
+    verifier_operations,
 )
 
 __all__ = [
+    "QBA_DOC_MAX_BYTES",
+    "QBA_MAX_COMMITTEE",
+    "QBA_MAX_PATH",
     "Accepted",
     "EquivocatingLeader",
     "ForwardChoice",
     "Forwarded",
     "HonestAdversary",
+    "InvalidQbaMessage",
     "KeyChoice",
     "KeysRevealed",
     "QbaAdversary",
@@ -45,6 +55,7 @@ __all__ = [
     "QbaOutcome",
     "QbaParticipant",
     "RandomByzantine",
+    "ReplayStep",
     "SignChoice",
     "SignedValue",
     "SilentAdversary",
@@ -57,4 +68,5 @@ __all__ = [
     "paper_qds_operations",
     "round_one_pairs",
     "run_qba",
+    "verifier_operations",
 ]

@@ -21,6 +21,23 @@ class KeyChoice(enum.Enum):
 
 
 @dataclass(frozen=True)
+class ReplayStep(enum.Enum):
+    """Where a faulty member may replay what it sent for an operation (`QbaAdversary.replay`).
+
+    Each is a point after which the receiver has already acted on the original: the copy arrives
+    behind it (FIFO), so a participant must ignore it (one-time keys, App. A.1) or prove the sender
+    faulty; ROUND_END copies arrive in the next multicast round and must be dropped as stale.
+    """
+
+    SIGN = "sign"  # signer, right after its SignedValue
+    FORWARD = "forward"  # Bob, right after his Forwarded
+    REVEAL = "reveal"  # Charlie, right after her KeysRevealed
+    CHECK = "check"  # Bob, after his signature check (Charlie has revealed; Accepted sent or not)
+    ACCEPTED = "accepted"  # Charlie, when Bob's Accepted arrives
+    ROUND_END = "round-end"  # any role, when the multicast round closes
+
+
+@dataclass(frozen=True)
 class SignChoice:
     """What a faulty signer sends Bob: `value`, with a valid signature or a broken one."""
 
@@ -36,11 +53,14 @@ class ForwardChoice:
     valid signature only when the signer is faulty too (colluders share keys); otherwise the received
     signature goes along and Charlie's check fails. valid=False breaks the signature on purpose.
     alter_keys: forward wrong X_b, Y_b (provable: they do not match Charlie's commitment).
+    despite_check: forward even when paper mode's consistency check failed (an honest Bob aborts:
+    App. A.2, the forwarder checks the relayed value against its own message one depth earlier).
     """
 
     value: bytes | None = None
     valid: bool = True
     alter_keys: bool = False
+    despite_check: bool = False
 
 
 class QbaAdversary(Protocol):
@@ -60,6 +80,20 @@ class QbaAdversary(Protocol):
         """Whether Bob tells Charlie he accepted (honest: iff verified)."""
         ...
 
+    def reforge(self, member: int, triple: TripleId) -> bytes | None:
+        """A second document for an operation whose signing keys the faulty `member` knows, or None.
+
+        Consulted for a faulty Bob after his check, when Charlie's revealed X_c, Y_c give him the full
+        K_X = X_b ⊕ X_c, K_Y = Y_b ⊕ Y_c: he signs the document with them and sends Forwarded + Accepted
+        again (issue 10's forgery). Consulted for a faulty signer after its SignedValue: a second,
+        validly signed document for the same operation. Honest: None.
+        """
+        ...
+
+    def replay(self, member: int, triple: TripleId, step: ReplayStep) -> bool:
+        """Whether `member` re-sends, at `step`, every message it has sent for `triple` so far."""
+        ...
+
 
 class HonestAdversary:
     """Faulty members that behave honestly (a baseline and the default)."""
@@ -75,6 +109,12 @@ class HonestAdversary:
 
     def announce(self, bob: int, triple: TripleId, verified: bool) -> bool:
         return verified
+
+    def reforge(self, member: int, triple: TripleId) -> bytes | None:
+        return None
+
+    def replay(self, member: int, triple: TripleId, step: ReplayStep) -> bool:
+        return False
 
 
 class SilentAdversary(HonestAdversary):
@@ -134,7 +174,12 @@ class TamperingRelay(HonestAdversary):
 
 
 class RandomByzantine:
-    """Every decision drawn from a seeded generator: values from `values`, any deviation with `p`."""
+    """Every decision drawn from a seeded generator: values from `values`, any deviation with `p`.
+
+    Beyond the four sends: forwards despite a failed consistency check, re-forges with revealed keys
+    (`reforge`) and replays of every message kind at every `ReplayStep` (issue 10: the search must be
+    able to find a Bob that reuses an operation's keys once Charlie revealed them).
+    """
 
     def __init__(
         self, seed: int, *, values: Sequence[bytes] = (b"0", b"1"), p: float = 0.5
@@ -166,6 +211,7 @@ class RandomByzantine:
             value=self._rng.choice([None, *self._values]),
             valid=self._rng.random() > 0.2,
             alter_keys=self._rng.random() < 0.15,
+            despite_check=self._rng.random() < 0.5,
         )
 
     def reveal(self, charlie: int, triple: TripleId) -> KeyChoice:
@@ -175,6 +221,14 @@ class RandomByzantine:
 
     def announce(self, bob: int, triple: TripleId, verified: bool) -> bool:
         return (not verified) if self._deviate() and self._rng.random() < 0.5 else verified
+
+    def reforge(self, member: int, triple: TripleId) -> bytes | None:
+        if not self._deviate() or self._rng.random() < 0.5:
+            return None
+        return self._rng.choice(self._values)
+
+    def replay(self, member: int, triple: TripleId, step: ReplayStep) -> bool:
+        return self._deviate() and self._rng.random() < 0.3
 
 
 def round_one_pairs(committee: Sequence[int]) -> list[tuple[int, int]]:

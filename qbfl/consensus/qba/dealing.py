@@ -13,7 +13,11 @@ class TripleKeyDealer:
     The first party to touch an operation draws its keys from the pairwise pools; the others get the
     same draw, so the pools are consumed once per operation, as they would be by both ends of a link.
     A participant must read only its own share (the signer `alice`, Bob `bob`, Charlie `charlie`),
-    except that colluding faulty members may read each other's.
+    except that colluding faulty members may read each other's. It is asked only for operations a
+    member has admitted (`admission.Admission`: operations of this session naming that member), so
+    a peer cannot make it draw for invented ones. Across processes each node would instead draw its
+    own share from its own pairwise pool with the signer, named by a key reference in the messages;
+    nothing in the participant assumes that the shares come from one shared dealer.
     """
 
     def __init__(self, keys: PairwiseKeySupply, params: QdsParams) -> None:

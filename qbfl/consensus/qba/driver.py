@@ -7,15 +7,12 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from qbfl.consensus.qba.admission import validate_setup
 from qbfl.consensus.qba.adversary import QbaAdversary
+from qbfl.consensus.qba.batching import end_round_together, flush_together
 from qbfl.consensus.qba.dealing import TripleKeyDealer
 from qbfl.consensus.qba.messages import QbaMessage, QbaMode
-from qbfl.consensus.qba.participant import (
-    QbaParticipant,
-    end_round_together,
-    flush_together,
-    validate_setup,
-)
+from qbfl.consensus.qba.participant import QbaParticipant
 from qbfl.crypto.gf2 import PolynomialSource
 from qbfl.crypto.keysupply import PairwiseKeySupply
 from qbfl.crypto.qds import QdsParams
@@ -26,7 +23,11 @@ Interceptor = Callable[[QbaMessage], QbaMessage | None]
 
 @dataclass(frozen=True)
 class QbaOutcome:
-    """outputs: honest members only; None is ⊥. deviations: what the faulty members did differently."""
+    """outputs: honest members only; None is ⊥. deviations: what the faulty members did differently.
+
+    qds_operations: signatures computed, each with one polynomial — the operations signed and, when
+    faulty members forge (a colluder's tampered forward, a re-forge), those signatures too.
+    """
 
     outputs: Mapping[int, bytes | None]
     qds_operations: int

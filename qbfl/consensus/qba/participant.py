@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Collection, Iterator, Sequence
 
-from qbfl.consensus.qba.adversary import HonestAdversary, KeyChoice, QbaAdversary
+from qbfl.consensus.qba.admission import Admission, validate_setup
+from qbfl.consensus.qba.adversary import HonestAdversary, KeyChoice, QbaAdversary, ReplayStep
+from qbfl.consensus.qba.batching import QueuedCheck, flush_together, sign_batch
 from qbfl.consensus.qba.dealing import TripleKeyDealer
 from qbfl.consensus.qba.messages import (
+    QBA_DOC_MAX_BYTES,
     Accepted,
     Forwarded,
     KeysRevealed,
@@ -19,17 +23,7 @@ from qbfl.consensus.qba.messages import (
 from qbfl.consensus.qba.rules import detectable_output, gather_paper, majority, pair_view
 from qbfl.crypto import qds
 from qbfl.crypto.gf2 import PolynomialSource
-
-
-def validate_setup(committee: Sequence[int], f: int, mode: QbaMode) -> None:
-    if len(set(committee)) != len(committee):
-        raise ValueError("committee members must be distinct")
-    if len(committee) < 3:
-        raise ValueError("QBA needs a leader and at least two other members")
-    if f < 0 or (mode is QbaMode.PAPER and f < 1):
-        raise ValueError("f must be >= 1 in paper mode (f multicast rounds) and >= 0 otherwise")
-    if mode is QbaMode.PAPER and len(committee) - f < 3 and f > 1:
-        raise ValueError("paper mode needs two members outside every path: N >= f + 3 when f > 1")
+from qbfl.errors import ConfigError
 
 
 class QbaParticipant:
@@ -39,6 +33,11 @@ class QbaParticipant:
     only) and `end_multicast_round` return the signatures of the next multicast round, `on_message`
     returns the replies of the QDS exchange. A faulty member (`me in faulty`) asks `adversary` at every
     point where it sends; colluding faulty members know each other's keys.
+
+    Every message is checked before it changes anything (`InvalidQbaMessage` otherwise): its shape,
+    sender and recipient, its QDS values against n, and its operation against this committee and mode
+    (`operation_error`), so a peer can make this member draw keys and hold state only for the
+    operations of this session (docs/qba.md, "Bounds").
     """
 
     def __init__(
@@ -56,9 +55,9 @@ class QbaParticipant:
     ) -> None:
         validate_setup(committee, f, mode)
         if me not in committee:
-            raise ValueError(f"{me} is not on the committee")
-        self.me = me
-        self.committee = tuple(committee)
+            raise ConfigError(f"{me} is not on the committee")
+        self.me = operator.index(me)
+        self.committee = tuple(operator.index(k) for k in committee)
         self.leader = self.committee[0]
         self.f = f
         self.mode = mode
@@ -72,16 +71,33 @@ class QbaParticipant:
         self._adversary: QbaAdversary = adversary or HonestAdversary()
         self._round = 1
         self._value: bytes | None = None
+        # every received message passes it before it changes anything; it keeps one TripleId
+        # instance per valid operation (context bytes built once): verifier_operations(N, f) at most
+        self._admission = Admission(
+            me=self.me, committee=self.committee, mode=mode, rounds=self.rounds, n=self._params.n
+        )
         self._received: dict[tuple[int, ...], list[bytes]] = {}
         self._relayed: dict[tuple[int, ...], bytes | None] = {}
         self._recorded: dict[TripleId, bytes] = {}
+        # Bob: the first SignedValue's document per operation (later ones are ignored)
         self._direct: dict[TripleId, bytes] = {}
+        # Charlie: the first Forwarded per operation. One-time keys (App. A.1): once Charlie has
+        # answered a forward, X_b ⊕ X_c and Y_b ⊕ Y_c are known to Bob, so no later forward may be
+        # checked with them again (issue 10: a Bob re-signing with the revealed keys forged values)
+        self._forwarded: dict[TripleId, Forwarded] = {}
         # pending operations keep the member's own key share: one dealer lookup per role, not two
         self._bob_pending: dict[TripleId, tuple[bytes, int, qds.VerifierKeys]] = {}
         self._charlie_pending: dict[TripleId, tuple[Forwarded, qds.VerifierKeys]] = {}
-        self.excluded: set[int] = set()  # members proven faulty (wrong or withheld key bits)
-        self.signed = 0  # QDS operations this member started as signer
+        self.excluded: set[int] = (
+            set()
+        )  # members proven faulty (wrong or withheld key bits, two forwards)
+        # signatures this member computed, each with a fresh polynomial: its own QDS operations and,
+        # when faulty, its forgeries (a colluder's tampered forward, a re-forge)
+        self.signed = 0
+        self.ignored = 0  # well-formed messages dropped: repeats, replays, another multicast round
         self.deviations: list[str] = []
+        # what a faulty member sent per operation this round, for its adversary's replays
+        self._sent: dict[TripleId, list[QbaMessage]] = {}
         # batch: signature checks wait for flush() and run vectorised (same results, fewer passes)
         self._batch = batch
         self._bob_queue: list[QueuedCheck] = []
@@ -91,7 +107,9 @@ class QbaParticipant:
     def start(self, value: bytes) -> list[QbaMessage]:
         """Leader: round 1, sign `value` for every ordered (forwarder, verifier) pair (App. A.2)."""
         if self.me != self.leader:
-            raise ValueError("only the leader starts a QBA instance")
+            raise ConfigError("only the leader starts a QBA instance")
+        if type(value) is not bytes or len(value) > QBA_DOC_MAX_BYTES:
+            raise ConfigError(f"the QBA value is bytes of at most {QBA_DOC_MAX_BYTES}")
         self._value = value
         return self._emit(self._plan((self.me,), value))
 
@@ -119,7 +137,7 @@ class QbaParticipant:
     def _emit(self, todo: list[tuple[TripleId, bytes, bool]]) -> list[QbaMessage]:
         if self._batch:
             return self._signed(todo, sign_batch([self._sign_inputs(todo)], self._params)[0])
-        return self._signed(todo, [self._signature(t, v, ok) for t, v, ok in todo])
+        return self._signed(todo, [self._signature(t, v) for t, v, _ in todo])
 
     def _sign_inputs(
         self, todo: list[tuple[TripleId, bytes, bool]]
@@ -135,50 +153,80 @@ class QbaParticipant:
     def _signed(
         self, todo: list[tuple[TripleId, bytes, bool]], sigs: list[int]
     ) -> list[QbaMessage]:
+        """The SignedValues of `todo` from its valid signatures; a broken one (valid=False) is the
+        valid one with its low bit flipped, here and only here (batched and unbatched alike)."""
         out: list[QbaMessage] = []
         for (triple, value, valid), sig in zip(todo, sigs, strict=True):
             self.signed += 1
-            out.append(SignedValue(triple, self.me, triple.bob, value, sig if valid else sig ^ 1))
+            msg = SignedValue(triple, self.me, triple.bob, value, sig if valid else sig ^ 1)
+            out.append(msg)
+            if self.faulty:
+                out += self._faulty_extras(msg, ReplayStep.SIGN)
         return out
 
-    def _signature(self, triple: TripleId, value: bytes, valid: bool) -> int:
+    def _signature(self, triple: TripleId, value: bytes) -> int:
+        """A valid signature of `value` with the operation's signer keys and a fresh polynomial
+        (counted in `_signed`, which also breaks it when the adversary asked for that)."""
         keys = self._dealer.keys_for(triple).alice
-        sig = qds.sign(value, keys, self._polys.take(), self._params).sig
-        return sig if valid else sig ^ 1
+        return qds.sign(value, keys, self._polys.take(), self._params).sig
+
+    def _forge(self, value: bytes, keys: qds.SignerKeys) -> int:
+        """A faulty member's extra signature (colluding signer's keys or re-forge): counted in `signed`."""
+        self.signed += 1
+        return qds.sign(value, keys, self._polys.take(), self._params).sig
 
     # ---------------------------------------------------------------- receiving
     def on_message(self, msg: QbaMessage) -> list[QbaMessage]:
-        t = msg.triple
-        r = len(t.path)  # t.round, without the property call: this runs four times per operation
-        if msg.recipient != self.me or r != self._round or r > self.rounds:
-            return []  # not for us, or not this multicast round: lock-step model drops it
+        """Handle one received message; returns the replies. `InvalidQbaMessage` (state unchanged) for
+        a message that cannot belong to this session; a repeat or another round's message is ignored."""
+        t = self._admission.admit(msg, self._round)
+        if t is None:
+            self.ignored += 1  # the lock-step model drops a message of another multicast round
+            return []
         kind = type(msg)
-        if kind is SignedValue and msg.sender == t.path[-1] and self.me == t.bob:
-            return self._as_bob_received(msg)  # type: ignore[arg-type]
-        if kind is Forwarded and msg.sender == t.bob and self.me == t.charlie:
-            return self._as_charlie_forwarded(msg)  # type: ignore[arg-type]
-        if kind is KeysRevealed and msg.sender == t.charlie and self.me == t.bob:
-            return self._as_bob_keys(msg)  # type: ignore[arg-type]
-        if kind is Accepted and msg.sender == t.bob and self.me == t.charlie:
-            self._as_charlie_accepted(msg)  # type: ignore[arg-type]
-        return []
+        if kind is SignedValue:
+            return self._as_bob_received(t, msg)  # type: ignore[arg-type]
+        if kind is Forwarded:
+            return self._as_charlie_forwarded(t, msg)  # type: ignore[arg-type]
+        if kind is KeysRevealed:
+            return self._as_bob_keys(t, msg)  # type: ignore[arg-type]
+        return self._as_charlie_accepted(t)
 
-    def _as_bob_received(self, msg: SignedValue) -> list[QbaMessage]:
-        t = msg.triple
+    def operation_error(self, t: TripleId) -> str | None:
+        """Why `t` is not a QDS operation of this session (None if it is)."""
+        return self._admission.operation_error(t)
+
+    def _as_bob_received(self, t: TripleId, msg: SignedValue) -> list[QbaMessage]:
         if t in self._direct:
-            return []  # one signature per operation (a pending one is in _direct too)
+            self.ignored += 1  # one document per operation: the keys verify only the first (A.1)
+            return []
+        # App. A.2, later rounds: "the forwarder performs a consistency check" — the relayed value
+        # must equal this member's own message for the path one depth earlier; if not, Bob rejects
+        # and aborts the operation (A.1), so Charlie never verifies or records it
+        consistent = (
+            not self._paper or len(t.path) == 1 or self._relayed.get(t.path[:-1]) == msg.doc
+        )
+        if not consistent and not self.faulty:
+            self._direct[t] = msg.doc
+            return []
+        own = self._dealer.keys_for(t).bob  # a short QKD pool raises here, before any state change
         self._direct[t] = msg.doc
-        own = self._dealer.keys_for(t).bob
         doc, sig, x, y = msg.doc, msg.sig, own.x, own.y
         if self.faulty:
             choice = self._adversary.forward(self.me, t, msg.doc)
             if choice is None:
-                self.deviations.append(f"{t}: Bob drops")
+                if consistent:
+                    self.deviations.append(f"{t}: Bob drops")
                 return []
+            if not consistent:
+                if not choice.despite_check:
+                    return []  # aborts, as an honest Bob would
+                self.deviations.append(f"{t}: Bob forwards despite the consistency check")
             if choice.value is not None and choice.value != msg.doc:
                 doc = choice.value
                 if t.signer in self._colluders and choice.valid:
-                    sig = self._signature(t, doc, True)  # colluding signer and Bob: a valid forgery
+                    # colluding signer and Bob: a valid forgery with the signer's keys
+                    sig = self._forge(doc, self._dealer.keys_for(t).alice)
                 self.deviations.append(f"{t}: Bob forwards {doc!r}")
             if not choice.valid:
                 sig ^= 1
@@ -187,13 +235,23 @@ class QbaParticipant:
                 x ^= 1
                 self.deviations.append(f"{t}: Bob forwards wrong key bits")
         self._bob_pending[t] = (msg.doc, msg.sig, own)
-        return [Forwarded(t, self.me, t.charlie, doc, sig, x, y)]
+        out: list[QbaMessage] = [Forwarded(t, self.me, t.charlie, doc, sig, x, y)]
+        if self.faulty:
+            out += self._faulty_extras(out[0], ReplayStep.FORWARD)
+        return out
 
-    def _as_charlie_forwarded(self, msg: Forwarded) -> list[QbaMessage]:
-        t = msg.triple
-        if t in self._charlie_pending or t in self._recorded:
+    def _as_charlie_forwarded(self, t: TripleId, msg: Forwarded) -> list[QbaMessage]:
+        first = self._forwarded.get(t)
+        if first is not None:
+            self.ignored += 1
+            if first != msg:
+                # an honest Bob forwards once per operation (on the one SignedValue he accepts), so
+                # a different second forward over an authenticated channel proves him faulty; an
+                # identical one may be a network duplicate and is only ignored
+                self.excluded.add(msg.sender)
             return []
-        own = self._dealer.keys_for(t).charlie
+        own = self._dealer.keys_for(t).charlie  # a short QKD pool raises before any state change
+        self._forwarded[t] = msg
         if not qds.bob_bits_match(msg.x, msg.y, own, self._params.n, t.context()):
             self.excluded.add(msg.sender)  # Bob's key bits contradict the dealt commitment
             return []
@@ -207,19 +265,23 @@ class QbaParticipant:
             if choice is KeyChoice.ALTER:
                 x ^= 1
                 self.deviations.append(f"{t}: Charlie reveals wrong keys")
-        return [KeysRevealed(t, self.me, t.bob, x, y)]
+        out: list[QbaMessage] = [KeysRevealed(t, self.me, t.bob, x, y)]
+        if self.faulty:
+            out += self._faulty_extras(out[0], ReplayStep.REVEAL)
+        return out
 
-    def _as_bob_keys(self, msg: KeysRevealed) -> list[QbaMessage]:
-        t = msg.triple
+    def _as_bob_keys(self, t: TripleId, msg: KeysRevealed) -> list[QbaMessage]:
         pending = self._bob_pending.pop(t, None)
         if pending is None:
+            self.ignored += 1  # no forward of ours waits for keys: a repeat, or out of order
             return []
         doc, sig, own = pending
         if not qds.charlie_bits_match(msg.x, msg.y, own, self._params.n, t.context()):
             self.excluded.add(msg.sender)  # Charlie's key bits contradict the dealt commitment
-            return self._after_bob_check(t, doc, verified=False)
+            return self._after_bob_check(t, doc, verified=False, keys=None)
+        keys = qds.SignerKeys(own.x ^ msg.x, own.y ^ msg.y)  # K_X, K_Y (App. A.1)
         if self._batch:
-            self._bob_queue.append((t, doc, sig, own.x ^ msg.x, own.y ^ msg.y))
+            self._bob_queue.append((t, doc, sig, keys.x, keys.y))
             return []
         verdict = qds.bob_verify(
             qds.QdsSignature(doc, sig),
@@ -228,9 +290,12 @@ class QbaParticipant:
             self._params,
             context=t.context(),
         )
-        return self._after_bob_check(t, doc, verified=verdict is qds.QdsVerdict.ACCEPT)
+        return self._after_bob_check(t, doc, verified=verdict is qds.QdsVerdict.ACCEPT, keys=keys)
 
-    def _after_bob_check(self, t: TripleId, doc: bytes, *, verified: bool) -> list[QbaMessage]:
+    def _after_bob_check(
+        self, t: TripleId, doc: bytes, *, verified: bool, keys: qds.SignerKeys | None
+    ) -> list[QbaMessage]:
+        """Record and announce; `keys` (K_X, K_Y when Charlie's bits matched) serve a faulty Bob's re-forge."""
         if verified:
             self._record(t, doc)
         announce = verified
@@ -238,23 +303,70 @@ class QbaParticipant:
             announce = self._adversary.announce(self.me, t, verified)
             if announce != verified:
                 self.deviations.append(f"{t}: Bob announces {announce} (verified {verified})")
-        return [Accepted(t, self.me, t.charlie)] if announce else []
+        out: list[QbaMessage] = [Accepted(t, self.me, t.charlie)] if announce else []
+        if self.faulty:
+            if out:
+                self._sent.setdefault(t, []).append(out[0])
+            out += self._reforge(t, keys)
+            out += self._replays(t, ReplayStep.CHECK)
+        return out
 
-    def _as_charlie_accepted(self, msg: Accepted) -> None:
-        t = msg.triple
+    def _as_charlie_accepted(self, t: TripleId) -> list[QbaMessage]:
         pending = self._charlie_pending.pop(t, None)
         if pending is None:
-            return
+            self.ignored += 1  # not revealed for this operation, or already checked: nothing to do
+            return []
+        # a faulty Charlie's replays: once per operation, when Bob's (first) announcement arrives
+        out = self._replays(t, ReplayStep.ACCEPTED) if self.faulty else []
         fwd, own = pending
         if self._batch:
             # the forwarded key bits already matched the commitment when the forward arrived
             self._charlie_queue.append((t, fwd.doc, fwd.sig, own.x ^ fwd.x, own.y ^ fwd.y))
-            return
+            return out
         verdict = qds.charlie_verify(
             qds.QdsForward(fwd.doc, fwd.sig, fwd.x, fwd.y), own, self._params, context=t.context()
         )
         if verdict is qds.QdsVerdict.ACCEPT:
             self._record(t, fwd.doc)
+        return out
+
+    # ------------------------------------------------------- faulty extras
+    def _faulty_extras(self, sent: QbaMessage, step: ReplayStep) -> list[QbaMessage]:
+        """After a faulty member sent `sent`: log it, then its adversary's re-forge and replays."""
+        t = sent.triple
+        self._sent.setdefault(t, []).append(sent)
+        out: list[QbaMessage] = []
+        if step is ReplayStep.SIGN:
+            out += self._reforge(t, self._dealer.keys_for(t).alice)
+        return out + self._replays(t, step)
+
+    def _reforge(self, t: TripleId, keys: qds.SignerKeys | None) -> list[QbaMessage]:
+        """A faulty member signs a second document for `t` with keys it knows (issue 10, finding 1)."""
+        if keys is None:
+            return []
+        doc = self._adversary.reforge(self.me, t)
+        if doc is None:
+            return []
+        sig = self._forge(doc, keys)
+        if self.me == t.signer:
+            self.deviations.append(f"{t}: signer signs a second document {doc!r}")
+            extra: list[QbaMessage] = [SignedValue(t, self.me, t.bob, doc, sig)]
+        else:
+            self.deviations.append(f"{t}: Bob re-forwards {doc!r} signed with the revealed keys")
+            own = self._dealer.keys_for(t).bob
+            extra = [
+                Forwarded(t, self.me, t.charlie, doc, sig, own.x, own.y),
+                Accepted(t, self.me, t.charlie),
+            ]
+        self._sent.setdefault(t, []).extend(extra)
+        return extra
+
+    def _replays(self, t: TripleId, step: ReplayStep) -> list[QbaMessage]:
+        sent = self._sent.get(t)
+        if not sent or not self._adversary.replay(self.me, t, step):
+            return []
+        self.deviations.append(f"{t}: replays {len(sent)} message(s) at {step.value}")
+        return list(sent)
 
     def flush(self) -> list[QbaMessage]:
         """Batch mode: run the queued signature checks together; returns Bob's announcements."""
@@ -274,39 +386,45 @@ class QbaParticipant:
         """Act on the verdicts of `_take_queues`' checks, in queue order (Bob's, then Charlie's)."""
         out: list[QbaMessage] = []
         accept = qds.QdsVerdict.ACCEPT
-        for check in bobs:
-            out += self._after_bob_check(check[0], check[1], verified=next(verdicts) is accept)
+        for t, doc, _, kx, ky in bobs:
+            out += self._after_bob_check(
+                t, doc, verified=next(verdicts) is accept, keys=qds.SignerKeys(kx, ky)
+            )
         for check in charlies:
             if next(verdicts) is accept:
                 self._record(check[0], check[1])
         return out
 
     def _record(self, t: TripleId, doc: bytes) -> None:
-        path = t.path
-        if self._paper and len(path) > 1 and self._relayed.get(path[:-1]) != doc:
-            # App. A.2 consistency check: the relayed message must match what this member itself
-            # received from the primary one depth earlier; otherwise it is not recorded
-            return
+        # Bob's consistency check (paper mode) ran before he forwarded; Charlie records what verifies
+        # (App. A.2 gives the check to the forwarder only: docs/qba.md, "Finding 12")
         self._recorded[t] = doc
-        self._received.setdefault(path, []).append(doc)
+        self._received.setdefault(t.path, []).append(doc)
 
     # ---------------------------------------------------------------- round end
     def end_multicast_round(self, r: int) -> list[QbaMessage]:
         """Close multicast round r (the lock-step timeout); returns round r+1's signatures (paper mode)."""
-        return self._emit(self._close_round(r))
+        todo, stale = self._close_round(r)
+        return stale + self._emit(todo)
 
-    def _close_round(self, r: int) -> list[tuple[TripleId, bytes, bool]]:
-        """End round r; plan round r+1's signatures (paper mode relays) without signing them yet."""
+    def _close_round(self, r: int) -> tuple[list[tuple[TripleId, bytes, bool]], list[QbaMessage]]:
+        """End round r; plan round r+1's signatures (paper mode relays) without signing them yet.
+
+        Also returns a faulty member's end-of-round replays (they reach the others in round r+1)."""
         if r != self._round:
-            raise ValueError(f"expected the end of round {self._round}, got {r}")
+            raise ConfigError(f"expected the end of round {self._round}, got {r}")
         if self._bob_queue or self._charlie_queue:
-            raise ValueError(
+            raise ConfigError(
                 "batch mode: call flush() until it returns nothing before ending a round"
             )
         for t in self._bob_pending:
             self.excluded.add(t.charlie)  # forwarded, never got key bits: Charlie withheld them
         self._bob_pending.clear()
         self._charlie_pending.clear()
+        stale: list[QbaMessage] = []
+        for t in list(self._sent):
+            stale += self._replays(t, ReplayStep.ROUND_END)
+        self._sent.clear()
         self._round += 1
         todo: list[tuple[TripleId, bytes, bool]] = []
         if self.mode is QbaMode.PAPER and r < self.rounds and self.me != self.leader:
@@ -314,7 +432,7 @@ class QbaParticipant:
                 relay = majority(self._received.get(path, ()))
                 self._relayed[path] = relay
                 todo += self._plan(path + (self.me,), relay)
-        return todo
+        return todo, stale
 
     def _paths(self, length: int) -> list[tuple[int, ...]]:
         """Primary paths of `length` (leader first) that do not contain this member."""
@@ -340,8 +458,9 @@ class QbaParticipant:
         """Detectable mode: per partner x the fold of (L; Bob me, Charlie x) and (L; Bob x, Charlie me).
 
         A partner proven faulty (it revealed or forwarded key bits that contradict the dealt
-        commitment, or withheld them) cannot be an honest partner, so its pair view may also use the
-        value the leader sent this member directly; an honest partner's never does (DESIGN §6).
+        commitment, withheld them, or forwarded twice) cannot be an honest partner, so its pair view
+        may also use the value the leader sent this member directly; an honest partner's never does
+        (DESIGN §6).
         """
         views: dict[int, bytes | None] = {}
         root = (self.leader,)
@@ -358,52 +477,3 @@ class QbaParticipant:
     @property
     def recorded(self) -> dict[TripleId, bytes]:
         return dict(self._recorded)
-
-
-QueuedCheck = tuple[TripleId, bytes, int, int, int]  # (operation, doc, sig, K_X, K_Y)
-
-
-def sign_batch(
-    inputs: Sequence[tuple[list[bytes], list[qds.SignerKeys], list[int]]], params: qds.QdsParams
-) -> list[list[int]]:
-    """Signatures for several signers' `_sign_inputs`, hashed in one vectorised batch."""
-    docs = [d for batch in inputs for d in batch[0]]
-    keys = [k for batch in inputs for k in batch[1]]
-    polys = [p for batch in inputs for p in batch[2]]
-    sigs = qds.signature_ints(docs, keys, polys, params)
-    out, start = [], 0
-    for batch in inputs:
-        out.append(sigs[start : start + len(batch[0])])
-        start += len(batch[0])
-    return out
-
-
-def end_round_together(members: Sequence[QbaParticipant], r: int) -> list[QbaMessage]:
-    """`end_multicast_round(r)` on every member, in order, with all their signing in one batch.
-
-    The in-memory driver's shortcut: each member still plans, takes its keys and polynomials and signs
-    only its own operations, in the same order as one call per member; only the arithmetic is pooled.
-    """
-    todos = [m._close_round(r) for m in members]
-    inputs = [m._sign_inputs(todo) for m, todo in zip(members, todos, strict=True)]
-    sigs = sign_batch(inputs, members[0]._params) if members else []
-    return [
-        msg for m, todo, s in zip(members, todos, sigs, strict=True) for msg in m._signed(todo, s)
-    ]
-
-
-def flush_together(members: Sequence[QbaParticipant]) -> list[QbaMessage]:
-    """`flush()` on every member, in order, with all their queued checks in one vectorised batch.
-
-    Each member's checks use only its own data and its verdicts are applied exactly as its own flush
-    would apply them; pooling the hashing across members is an in-memory simulation shortcut.
-    """
-    if not members:
-        return []
-    queues = [m._take_queues() for m in members]
-    items = [item[1:] for bobs, charlies in queues for item in (*bobs, *charlies)]
-    verdicts = iter(qds.check_many(items, members[0]._params))
-    out: list[QbaMessage] = []
-    for m, (bobs, charlies) in zip(members, queues, strict=True):
-        out += m._apply_checks(bobs, charlies, verdicts)
-    return out

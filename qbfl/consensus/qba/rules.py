@@ -31,6 +31,17 @@ def detectable_qds_operations(n: int) -> int:
     return perm(n - 1, 2)
 
 
+def verifier_operations(n: int, f: int, *, paper: bool) -> int:
+    """Operations of one session in which a given non-leader member is Bob or Charlie.
+
+    The most a peer can make it check, hold state for and draw keys for (docs/qba.md, "Bounds"):
+    round r has A_{N−2}^{r−1} paths (leader first) without the member, and on each the member is Bob
+    with N − r − 1 possible Charlies, or Charlie with as many Bobs. Detectable mode: 2(N − 2).
+    """
+    rounds = f if paper else 1
+    return 2 * sum(perm(n - 2, r - 1) * (n - r - 1) for r in range(1, rounds + 1))
+
+
 def gather_paper(
     *,
     me: int,

@@ -10,6 +10,7 @@ from qbfl.consensus.qba.adversary import (
     HonestAdversary,
     KeyChoice,
     QbaAdversary,
+    ReplayStep,
     SignChoice,
 )
 from qbfl.consensus.qba.driver import QbaOutcome, run_qba
@@ -18,9 +19,14 @@ from qbfl.crypto.gf2 import PolynomialSource
 from qbfl.crypto.keysupply import SeededKeySupply
 from qbfl.crypto.qds import QdsParams
 
-# (hook name, faulty member, operation): identifies one point where a faulty member sends
+# (hook name, faulty member, operation): identifies one point where a faulty member sends; the
+# replay hook's name carries its step ("replay:check"), since one member replays at several steps
 DecisionKey = tuple[str, int, TripleId]
-Decision = SignChoice | ForwardChoice | KeyChoice | bool | None
+Decision = SignChoice | ForwardChoice | KeyChoice | bool | bytes | None
+
+
+def replay_hook(step: ReplayStep) -> str:
+    return f"replay:{step.value}"
 
 
 class RecordingAdversary:
@@ -55,6 +61,18 @@ class RecordingAdversary:
             self.decisions[("announce", bob, triple)] = choice
         return choice
 
+    def reforge(self, member: int, triple: TripleId) -> bytes | None:
+        choice = self._inner.reforge(member, triple)
+        if choice is not None:
+            self.decisions[("reforge", member, triple)] = choice
+        return choice
+
+    def replay(self, member: int, triple: TripleId, step: ReplayStep) -> bool:
+        choice = self._inner.replay(member, triple, step)
+        if choice:
+            self.decisions[(replay_hook(step), member, triple)] = True
+        return choice
+
 
 class ScriptedAdversary(HonestAdversary):
     """Replays recorded deviations; every other decision is honest."""
@@ -87,6 +105,14 @@ class ScriptedAdversary(HonestAdversary):
         choice = self._script.get(("announce", bob, triple), verified)
         assert isinstance(choice, bool)
         return choice
+
+    def reforge(self, member: int, triple: TripleId) -> bytes | None:
+        choice = self._script.get(("reforge", member, triple))
+        assert choice is None or isinstance(choice, bytes)
+        return choice
+
+    def replay(self, member: int, triple: TripleId, step: ReplayStep) -> bool:
+        return self._script.get((replay_hook(step), member, triple)) is True
 
 
 @dataclass(frozen=True)
@@ -158,7 +184,7 @@ def describe(trial: Trial, outcome: QbaOutcome, problems: Sequence[str]) -> str:
         f"{len(trial.script)} deviation(s):",
     ]
     for (hook, member, triple), choice in sorted(trial.script.items(), key=lambda kv: kv[0][2]):
-        lines.append(f"  {hook:8s} by {member} in {triple}: {choice}")
+        lines.append(f"  {hook:16s} by {member} in {triple}: {choice!r}")
     lines.append(f"outputs (honest): {dict(outcome.outputs)}")
     lines += [f"VIOLATION {p}" for p in problems]
     return "\n".join(lines)

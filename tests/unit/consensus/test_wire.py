@@ -33,25 +33,28 @@ floats32 = st.lists(st.floats(width=32, allow_nan=False), max_size=8).map(
 id_sets = st.sets(small, max_size=8).map(lambda s: tuple(sorted(s)))
 messages = st.builds(ConsensusMessage, round=u64, view=u64, selected=id_sets, update_hash=hashes)
 committee_votes = st.builds(CommitteeVote, member_id=u64, signature=st.binary(max_size=64))
-triples = st.builds(
-    TripleId, path=st.lists(small, min_size=1, max_size=4).map(tuple), bob=small, charlie=small
+# well-formed operations only (decoding refuses the rest: tests/adversarial/test_qba_hostile.py):
+# distinct ids, the path first, then Bob and Charlie; sender and recipient as the kind fixes them
+triples = st.lists(small, min_size=3, max_size=6, unique=True).map(
+    lambda ids: TripleId(tuple(ids[:-2]), ids[-2], ids[-1])
 )
 qba_messages = st.one_of(
     st.builds(
-        SignedValue, triple=triples, sender=small, recipient=small, doc=st.binary(), sig=qds_ints
+        lambda t, doc, sig: SignedValue(t, t.signer, t.bob, doc, sig),
+        triples,
+        st.binary(),
+        qds_ints,
     ),
     st.builds(
-        Forwarded,
-        triple=triples,
-        sender=small,
-        recipient=small,
-        doc=st.binary(),
-        sig=qds_ints,
-        x=qds_ints,
-        y=qds_ints,
+        lambda t, doc, sig, x, y: Forwarded(t, t.bob, t.charlie, doc, sig, x, y),
+        triples,
+        st.binary(),
+        qds_ints,
+        qds_ints,
+        qds_ints,
     ),
-    st.builds(KeysRevealed, triple=triples, sender=small, recipient=small, x=qds_ints, y=qds_ints),
-    st.builds(Accepted, triple=triples, sender=small, recipient=small),
+    st.builds(lambda t, x, y: KeysRevealed(t, t.charlie, t.bob, x, y), triples, qds_ints, qds_ints),
+    st.builds(lambda t: Accepted(t, t.bob, t.charlie), triples),
 )
 blocks = st.builds(
     Block,
@@ -116,17 +119,22 @@ def _record(type_tag: int, *fields: bytes) -> bytes:
     return struct.pack(">BBHB", 0x51, 1, type_tag, len(fields)) + b"".join(fields)
 
 
-def _accepted_fields(path: tuple[int, ...]) -> list[bytes]:
+def _accepted_fields(path: tuple[int, ...], bob: int = 1, charlie: int = 2) -> list[bytes]:
+    """Fields 1-5 of an Accepted (Bob → Charlie); a SignedValue sent by the leader 0 to Bob."""
     seq = struct.pack(">I", len(path)) + b"".join(struct.pack(">Q", p) for p in path)
-    return [_field(1, seq)] + [_field(t, struct.pack(">Q", 1)) for t in (2, 3, 4, 5)]
+    ids = (bob, charlie, bob, charlie)
+    return [_field(1, seq)] + [
+        _field(t, struct.pack(">Q", i)) for t, i in zip((2, 3, 4, 5), ids, strict=True)
+    ]
 
 
 def test_hand_built_qba_records_are_checked() -> None:
-    ok = _record(27, *_accepted_fields((0,)))
-    assert decode_qba_message(ok) == Accepted(TripleId((0,), 1, 1), 1, 1)
+    ok = _record(27, *_accepted_fields((0,), bob=1, charlie=2))
+    assert decode_qba_message(ok) == Accepted(TripleId((0,), 1, 2), 1, 2)
     with pytest.raises(EncodingError, match="path"):
         decode_qba_message(_record(27, *_accepted_fields(())))  # a triple without a signer
-    signed = [*_accepted_fields((0,)), _field(6, b"doc")]
+    signed = [*_accepted_fields((0,), bob=1, charlie=2)[:3], _field(4, struct.pack(">Q", 0))]
+    signed += [_field(5, struct.pack(">Q", 1)), _field(6, b"doc")]  # leader 0 → Bob 1
     assert decode_qba_message(_record(24, *signed, _field(7, b"\x05"))).sig == 5  # type: ignore[union-attr]
     assert decode_qba_message(_record(24, *signed, _field(7, b"\x00"))).sig == 0  # type: ignore[union-attr]
     for bad in (b"", b"\x00\x05"):  # empty, or a leading zero: not the one canonical form

@@ -18,9 +18,9 @@ from qbfl.crypto.keypool import (
     bits_to_int,
     pair_of,
 )
-from qbfl.crypto.keysupply import PairwiseKeySupply
+from qbfl.crypto.keysupply import PairwiseKeySupply, SeededKeySupply, UnknownKeyPair
 from qbfl.crypto.qkd import pack_bits
-from qbfl.errors import KeyPoolExhausted, QkdAborted
+from qbfl.errors import KeyPoolExhausted, QbflError, QkdAborted
 
 
 def _result(role: Role, bits: np.ndarray) -> QkdSessionResult:
@@ -110,6 +110,19 @@ def test_pools_satisfy_the_key_supply_protocol_with_unordered_pairs() -> None:
         pools.take(2, 2, 8)
     with pytest.raises(ValueError, match="roster"):
         pools.take(1, 9, 8)
+
+
+def test_a_pair_without_a_pool_is_a_project_error() -> None:
+    """Issue 10: a node outside the roster (or a node with itself) raised a bare ValueError."""
+    pools = PairwiseKeyPools([1, 2, 3], FakeSource())
+    for a, b in [(1, 9), (2, 2)]:
+        with pytest.raises(UnknownKeyPair):
+            pools.take(a, b, 8)
+        with pytest.raises(UnknownKeyPair):
+            pools.available_bits(a, b)
+    with pytest.raises(UnknownKeyPair):
+        SeededKeySupply(0).take(4, 4, 8)
+    assert issubclass(UnknownKeyPair, QbflError) and issubclass(UnknownKeyPair, ValueError)
 
 
 def test_exhaustion_names_the_pair_and_the_numbers() -> None:

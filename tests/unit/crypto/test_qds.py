@@ -185,3 +185,24 @@ def test_batched_dealing_draws_the_same_bits_as_one_call_per_operation() -> None
     assert many.consumed_bits() == one.consumed_bits() == 40 * 768
     with pytest.raises(ValueError):
         qds.deal_many_triple_keys(many, [(1, 1, 2, b"")], PARAMS)
+
+
+def test_key_bits_wider_than_the_keys_never_match_and_never_overflow() -> None:
+    """Issue 10: x or y ≥ 2^136 (n = 128) raised OverflowError from the commitment's encoding."""
+    dealt = qds.deal_triple_keys(
+        SeededKeySupply(0), alice=0, bob=1, charlie=2, params=PARAMS, context=b"op"
+    )
+    c, b = dealt.charlie, dealt.bob
+    assert qds.charlie_bits_match(c.x, c.y, b, 128, b"op")
+    assert qds.bob_bits_match(b.x, b.y, c, 128, b"op")
+    for x, y in [(1 << 136, c.y), (c.x, 1 << 300), (c.x | 1 << 128, c.y), (-1, c.y), (c.x, -5)]:
+        assert not qds.charlie_bits_match(x, y, b, 128, b"op")
+        assert not qds.bob_bits_match(x, y, c, 128, b"op")
+        verdict = qds.bob_verify(
+            qds.QdsSignature(b"d", 0), b, qds.QdsKeyReveal(x, y), PARAMS, context=b"op"
+        )
+        assert verdict is qds.QdsVerdict.REJECT_KEYS
+    # a K_X wider than n bits is no key: rejected on the scalar and the vectorised path alike
+    items = [(b"d", 5, 1 << 130, 7)] * qds.BATCH_MIN
+    assert set(qds.check_many(items, PARAMS)) == {qds.QdsVerdict.REJECT_SIGNATURE}
+    assert set(qds.check_many(items[:1], PARAMS)) == {qds.QdsVerdict.REJECT_SIGNATURE}
