@@ -107,17 +107,20 @@ def _block(rng: random.Random) -> Block:
 
 
 def _triple(rng: random.Random) -> TripleId:
-    return TripleId(tuple(rng.sample(range(9), rng.randrange(1, 4))), rng.randrange(9), 9)
+    # well formed (encoders refuse anything else): the leader first, Bob and Charlie off the path
+    ids = rng.sample(range(1, 9), 4)
+    path = (0, *ids[: rng.randrange(0, 3)])
+    return TripleId(path, ids[-2], ids[-1])
 
 
 def _qba_payloads(rng: random.Random) -> list[object]:
     t, doc = _triple(rng), rng.randbytes(40)
     big = rng.getrandbits(256)
     return [
-        SignedValue(t, 1, 2, doc, big),
-        Forwarded(t, 2, 3, doc, big, rng.getrandbits(128), rng.getrandbits(256)),
-        KeysRevealed(t, 3, 2, rng.getrandbits(128), rng.getrandbits(256)),
-        Accepted(t, 3, 2),
+        SignedValue(t, t.signer, t.bob, doc, big),
+        Forwarded(t, t.bob, t.charlie, doc, big, rng.getrandbits(128), rng.getrandbits(256)),
+        KeysRevealed(t, t.charlie, t.bob, rng.getrandbits(128), rng.getrandbits(256)),
+        Accepted(t, t.bob, t.charlie),
     ]
 
 
@@ -487,26 +490,7 @@ def _distinct_inputs(case: DecoderCase, count: int) -> list[bytes]:
     return [_grow_ids(rng.choice(case.samples(rng)), k, 500) for k in range(count)]
 
 
-_RETAINS = {"QbaEnvelope"}  # issue 10 finding 6: qba/messages.py caches contexts per path
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            c,
-            marks=pytest.mark.xfail(
-                reason="issue 10 finding 6: _context lru_cache in qbfl/consensus/qba/messages.py "
-                "keeps every decoded path (owned by the QBA work)",
-                strict=False,
-            ),
-        )
-        if c.name in _RETAINS
-        else c
-        for c in DECODERS
-    ],
-    ids=lambda c: c.name,
-)
+@pytest.mark.parametrize("case", DECODERS, ids=lambda c: c.name)
 def test_decoding_and_dropping_retains_nothing(case: DecoderCase) -> None:
     inputs = _distinct_inputs(case, 60)
     for data in inputs[:5]:  # warm up imports and interned objects
