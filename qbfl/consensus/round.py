@@ -101,6 +101,7 @@ class ConsensusNode:
         self._sync = SyncTracker()
         # (held, rival) pairs of valid blocks at one height seen here: evidence for the operator
         self.forks: list[tuple[Block, Block]] = []
+        self.last_error: str | None = None  # the last failure a shell should log (no exception)
         self._metrics = RoundMetrics(clock())
         self._state = self._new_view_state(0)
 
@@ -319,13 +320,21 @@ class ConsensusNode:
         if proposal is None:
             self.counters["too_few_inputs"] += 1
             return []
+        assert state.qba is not None  # the leader is a member
+        try:
+            # QBA first: without key material (a QKD link down or eavesdropped) the leader cannot
+            # sign, proposes nothing, and the view changes (DESIGN §6), with the state unchanged
+            signatures = state.qba.start(proposal.message.encode())
+        except QbflError as exc:
+            self.counters[f"qba_start_failed:{type(exc).__name__}"] += 1
+            self.last_error = f"round {self.round} view {self.view}: QBA could not start: {exc}"
+            return []
         state.proposal = proposal
         state.phase = Phase.QBA
         effects: list[Effect] = [
             Send(m, proposal) for m in state.committee.members if m != self.node_id
         ]
-        assert state.qba is not None  # the leader is a member
-        effects += self._qba_out(state.qba.start(proposal.message.encode()))
+        effects += self._qba_out(signatures)
         return effects + self._close_ready_qba_rounds()
 
     def _on_collect_timeout(self) -> list[Effect]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import blake3
 import numpy as np
@@ -61,6 +61,10 @@ class VerifierKeys:
     x: int
     y: int
     partner_commitment: bytes
+    # How the other verifier's revealed bits are checked when they were not dealt here: between
+    # processes the commitment is a QKD chunk's (qbfl.crypto.keychunks), bound to the pair and the
+    # chunk rather than to the operation. None: `partner_commitment` under this operation's context.
+    partner_check: Callable[[int, int], bool] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -417,6 +421,8 @@ def charlie_bits_match(x: int, y: int, own: VerifierKeys, n: int, context: bytes
     """`revealed_keys_match` on bare key bits (QBA's hot path builds no QdsKeyReveal)."""
     if x >> n or y >> (2 * n):  # negative or wider than X (n bits), Y (2n bits): never dealt
         return False
+    if own.partner_check is not None:
+        return own.partner_check(x, y)
     return _commit(context, b"C", x, y, n) == own.partner_commitment
 
 
@@ -424,6 +430,8 @@ def bob_bits_match(x: int, y: int, own: VerifierKeys, n: int, context: bytes) ->
     """`keys_match` on bare key bits (QBA's hot path builds no QdsForward)."""
     if x >> n or y >> (2 * n):  # as above: out-of-range bits cannot match (and overflow _commit)
         return False
+    if own.partner_check is not None:
+        return own.partner_check(x, y)
     return _commit(context, b"B", x, y, n) == own.partner_commitment
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import random
@@ -25,7 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from qbfl._proto.v1 import common_pb2, node_pb2_grpc
-from qbfl.consensus.effects import Broadcast, CommitBlock, Effect, Send, SetTimer
+from qbfl.consensus.effects import Broadcast, CommitBlock, Effect, Send, SetTimer, ViewChanged
 from qbfl.consensus.envelope import MessageKind
 from qbfl.consensus.events import (
     BlockReceived,
@@ -39,6 +40,7 @@ from qbfl.consensus.events import (
 from qbfl.consensus.qba import QbaMode
 from qbfl.consensus.round import ConsensusNode
 from qbfl.consensus.viewstate import RoundTimeouts
+from qbfl.crypto.qds import QdsParams
 from qbfl.crypto.signing import SigningKey, load_seed, save_seed
 from qbfl.errors import ChainCorrupted, QbflError
 from qbfl.ledger.chain import Chain, InvalidBlock
@@ -55,6 +57,8 @@ from qbfl.node.loop import EventLoop, Ticker, TrainingWorker
 from qbfl.node.metrics import MetricsServer, Sample, render
 from qbfl.node.milestones import Milestones
 from qbfl.node.qbakeys import NodeQbaSessions, PreparedPolynomials, seeded_secret
+from qbfl.node.qkdkeys import KeyEvidence, NetworkTripleDealer
+from qbfl.node.qkdlink import QkdLinks
 from qbfl.node.runtime import NodeRuntime
 from qbfl.node.servicer import LedgerServicer, NodeServicer
 from qbfl.node.transport import GrpcTransport
@@ -64,7 +68,8 @@ log = logging.getLogger("qbfl.node")
 SERVICE_NAMES = ("", "qbfl.v1.Node", "qbfl.v1.Ledger")
 KEY_FILE = "node.key"
 LEDGER_FILE = "ledger.sqlite"
-DISCONNECT_FILE = "disconnect-seconds"  # read on SIGUSR1 (qbfl-orchestrator perturb … disconnect)
+DISCONNECT_FILE = "disconnect-seconds"
+KEY_WAIT_S = 10.0  # how long a leader waits for a QKD session before its view gives up  # read on SIGUSR1 (qbfl-orchestrator perturb … disconnect)
 
 
 def load_or_create_key(directory: Path) -> SigningKey:
@@ -105,6 +110,8 @@ class NodeShell:
         self._done_at: float | None = None
         self._polys: PreparedPolynomials | None = None
         self._key: SigningKey | None = None
+        self._qkd: QkdLinks | None = None
+        self._evidence = KeyEvidence()
         self.milestones = Milestones(clock)
 
     # --- NodeEdge (what the servicers call) ------------------------------------------------------
@@ -155,7 +162,24 @@ class NodeShell:
         return dict(self._status)
 
     def qkd_session(self, requests: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "QKD sessions are not served by this node")
+        """A peer opened a BB84 session: check who it is, then run our end (qkdlink)."""
+        links = self._qkd
+        if links is None or not self.ready():
+            context.abort(grpc.StatusCode.UNAVAILABLE, "this node runs no QKD links (yet)")
+        try:
+            first = next(requests)
+        except StopIteration:
+            return
+        peer = first.sender
+        if self._genesis is None or peer not in self._genesis.public_keys or peer == self.node_id:
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, f"node {peer} is not a peer on the roster"
+            )
+        assert links is not None
+        try:
+            yield from links.serve(itertools.chain([first], requests), peer)
+        except QbflError as exc:
+            context.abort(grpc.StatusCode.ABORTED, f"{type(exc).__name__}: {exc}")
 
     # --- the event loop ---------------------------------------------------------------------------
 
@@ -197,7 +221,33 @@ class NodeShell:
                 self._trainer.request(self._runtime.round)
             if height >= rounds and self._done_at is None:
                 self._done_at = self._clock()
+        if committed or any(isinstance(e, ViewChanged) for e in effects):
+            self._prefetch_keys()
+        error = self._runtime.node.last_error
+        if error is not None:
+            self._runtime.node.last_error = None
+            log.warning("node %d: %s", self.node_id, error)
         self._refresh_status()
+
+    def _prefetch_keys(self) -> None:
+        """Start the QKD sessions this node will need as leader of the round in progress (its
+        view and the next one, drawn from the chain alone) while the clients train."""
+        runtime, links = self._runtime, self._qkd
+        if runtime is None or links is None:
+            return
+        node = runtime.node
+        size = len(node.committee.members)
+        per_member = 2 * max(size - 2, 1)
+        if str(node.task.qba_mode) == "paper":
+            per_member *= size
+        for view in (node.view, node.view + 1):
+            try:
+                committee = node.chain.committee(view)
+            except ValueError:
+                continue
+            if committee.leader == self.node_id:
+                for member in committee.members:
+                    links.ensure(member, 2 * per_member)
 
     def _post(self, event: Event) -> None:
         def work() -> None:
@@ -269,10 +319,13 @@ class NodeShell:
 
     def _qkd_status(self) -> dict[str, Any]:
         polys = self._polys
-        return {
+        doc: dict[str, Any] = {
             "source": self.config.qkd,
             "polynomials_ready": polys.stock if polys is not None else 0,
         }
+        if self._qkd is not None:
+            doc |= self._qkd.status()
+        return doc
 
     # --- metrics ----------------------------------------------------------------------------------
 
@@ -331,8 +384,15 @@ class NodeShell:
         node_pb2_grpc.add_NodeServicer_to_server(NodeServicer(self), server)
         node_pb2_grpc.add_LedgerServicer_to_server(LedgerServicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        if not server.add_insecure_port(config.listen_address):
-            raise QbflError(f"cannot listen on {config.listen_address} (in use?)")
+        try:
+            bound = server.add_insecure_port(config.listen_address)
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise QbflError(
+                f"cannot listen on {config.listen_address}: the port is in use (another node "
+                "with this id?) — stop it, or pass --listen HOST:PORT"
+            )
         server.start()
         self._install_signals()
         metrics: MetricsServer | None = None
@@ -341,6 +401,16 @@ class NodeShell:
             if genesis is None:
                 return 0  # stopped while waiting
             self._genesis = genesis
+            if config.qkd == "bb84":
+                self._qkd = QkdLinks(
+                    me=self.node_id,
+                    key=key,
+                    network=genesis.block_hash,
+                    addresses={e.node_id: e.address for e in genesis.roster},
+                    public_keys=genesis.public_keys,
+                    authenticate=self.authenticate,
+                    tapped=frozenset(config.eavesdrop),
+                )
             store = self._open_store(directory, genesis)
             runtime = self._build_runtime(key, genesis, store)
             self._runtime = runtime
@@ -467,11 +537,30 @@ class NodeShell:
         roles = self.config.roles
         self._polys = PreparedPolynomials(random.Random(int.from_bytes(os.urandom(8), "little")))
         self._polys.start()
+        links = self._qkd
+
+        def dealer(round: int, view: int) -> NetworkTripleDealer | None:
+            if links is None:
+                return None  # --qkd seeded: keys assumed distributed
+            return NetworkTripleDealer(
+                me=self.node_id,
+                key=key,
+                network=genesis.block_hash,
+                round=round,
+                view=view,
+                links=links,
+                evidence=self._evidence,
+                public_keys=genesis.public_keys,
+                params=QdsParams(),
+                wait_s=KEY_WAIT_S,
+            )
+
         qba = NodeQbaSessions(
             mode=QbaMode(str(task.qba_mode)),
             f=task.committee_faults,
             secret=seeded_secret(genesis.block_hash),
             polys=self._polys,
+            dealers=dealer,
         )
         node = ConsensusNode(
             self.node_id,
@@ -542,6 +631,8 @@ class NodeShell:
             self._polys.stop()
         if self._transport is not None:
             self._transport.close()
+        if self._qkd is not None:
+            self._qkd.close()
         if metrics is not None:
             metrics.stop()
         if self._runtime is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import blake3
 
@@ -19,9 +19,11 @@ from qbfl.consensus.qba import (
     SignedValue,
     TripleId,
 )
+from qbfl.consensus.wire import KeyedPayload
 from qbfl.crypto import qds
 from qbfl.crypto.gf2 import PolynomialPool
 from qbfl.crypto.qds import QdsParams, SignerKeys, TripleKeys, VerifierKeys
+from qbfl.node.qkdkeys import ChunkReused, NetworkTripleDealer
 
 
 class PreparedPolynomials:
@@ -116,19 +118,22 @@ class SeededOperationKeys:
 class _Session:
     """QbaParticipant behind the round's QbaSession interface (messages claim their transport sender).
 
+    With a network key dealer, the signed key reference of each operation travels with its
+    SignedValue and Forwarded (KeyedPayload); a Charlie whose chunk the signer had already used
+    answers Bob with the proof instead of key bits, and Bob abandons the operation (qkdkeys).
+
     `complete()` says when this member has every QBA message it can expect in detectable mode's
     single round: per partner x, as Bob of (L; me, x) the signature and then x's key bits, as
-    Charlie of (L; x, me) the forward and then Bob's acceptance — 4·(Nc − 2) messages. The
-    leader expects none. Paper mode's relay rounds stay timer-driven (a member closing a round
-    early would send the next round's relays to members that still drop them).
+    Charlie of (L; x, me) the forward and then Bob's acceptance — 4·(Nc − 2) messages, each
+    counted only from the one sender allowed to send it. The leader expects none. Paper mode's
+    relay rounds stay timer-driven (a member closing a round early would send the next round's
+    relays to members that still drop them).
     """
 
-    def __init__(self, participant: QbaParticipant) -> None:
+    def __init__(self, participant: QbaParticipant, dealer: NetworkTripleDealer | None) -> None:
         self._p = participant
+        self._dealer = dealer
         self.rounds = participant.rounds
-        # (message type, operation, the only sender allowed to send it): a message from anyone
-        # else must not count, or a faulty member could make this one close its round before
-        # the leader's signature arrives
         self._expected: set[tuple[type, TripleId, int]] = set()
         if participant.mode is QbaMode.DETECTABLE and participant.me != participant.leader:
             root, me = (participant.leader,), participant.me
@@ -143,30 +148,66 @@ class _Session:
                     }
         self._waiting = set(self._expected)
         self._leader = participant.me == participant.leader
+        self.voided = 0
 
     def complete(self) -> bool:
         if self._leader:
             return True
         return bool(self._expected) and not self._waiting
 
+    def _out(self, messages: Sequence[object]) -> list[tuple[int, object]]:
+        out: list[tuple[int, object]] = []
+        for m in messages:
+            payload: object = m
+            if self._dealer is not None and isinstance(m, SignedValue | Forwarded):
+                payload = KeyedPayload(m, self._dealer.signed_keys(m.triple))
+            out.append((m.recipient, payload))  # type: ignore[attr-defined]
+        return out
+
     def start(self, value: bytes) -> list[tuple[int, object]]:
-        return [(m.recipient, m) for m in self._p.start(value)]
+        return self._out(self._p.start(value))
 
     def on_message(self, sender: int, payload: object) -> list[tuple[int, object]]:
+        key_ref: bytes | None = None
+        if isinstance(payload, KeyedPayload):
+            key_ref = payload.key_ref
+            payload = payload.message
         if getattr(payload, "sender", None) != sender or not hasattr(payload, "triple"):
             return []
-        self._waiting.discard((type(payload), payload.triple, sender))
-        return [(m.recipient, m) for m in self._p.on_message(payload)]  # type: ignore[arg-type]
+        t = payload.triple
+        dealer = self._dealer
+        if dealer is not None and key_ref is not None:
+            if isinstance(payload, KeysRevealed):
+                # Charlie could not reveal: the signer named her chunk twice (checked here)
+                if dealer.check_reuse_proof(t, key_ref) and self._p.void(t):
+                    self.voided += 1
+                    self._waiting.discard((KeysRevealed, t, sender))
+                    return []
+            elif (
+                isinstance(payload, SignedValue | Forwarded) and self._p.operation_error(t) is None
+            ):
+                dealer.learn(t, key_ref)
+        try:
+            out = self._out(self._p.on_message(payload))  # type: ignore[arg-type]
+        except ChunkReused as exc:
+            if dealer is None or not isinstance(payload, Forwarded):
+                raise
+            self._waiting.discard((type(payload), t, sender))
+            proof = dealer.reuse_proof(t, exc.evidence)
+            return [(t.bob, KeyedPayload(KeysRevealed(t, self._p.me, t.bob, 0, 0), proof))]
+        self._waiting.discard((type(payload), t, sender))
+        return out
 
     def end_round(self, k: int) -> list[tuple[int, object]]:
-        return [(m.recipient, m) for m in self._p.end_multicast_round(k)]
+        return self._out(self._p.end_multicast_round(k))
 
     def output(self) -> bytes | None:
         return self._p.output()
 
 
 class NodeQbaSessions:
-    """The QbaSessionFactory of one node process: its own polynomials, keys per operation."""
+    """The QbaSessionFactory of one node process: its own polynomials, and each operation's keys
+    from its own QKD chunks (`dealers`) or, with `--qkd seeded`, from a shared seed."""
 
     def __init__(
         self,
@@ -176,14 +217,15 @@ class NodeQbaSessions:
         secret: bytes,
         polys: PreparedPolynomials,
         params: QdsParams | None = None,
+        dealers: Callable[[int, int], NetworkTripleDealer | None] | None = None,
     ) -> None:
         self.mode = mode
         self.f = f
         self._secret = secret
         self._polys = polys
         self._params = params or QdsParams()
+        self._dealers = dealers
         self.sessions = 0
-        self.operations = 0
 
     def __call__(
         self,
@@ -194,7 +236,12 @@ class NodeQbaSessions:
         view: int,
         adversary: object | None,
     ) -> QbaSession:
-        dealer = SeededOperationKeys(self._secret, round=round, view=view, params=self._params)
+        network = self._dealers(round, view) if self._dealers is not None else None
+        dealer: object = (
+            network
+            if network is not None
+            else SeededOperationKeys(self._secret, round=round, view=view, params=self._params)
+        )
         participant = QbaParticipant(
             me=node_id,
             committee=committee,
@@ -206,7 +253,7 @@ class NodeQbaSessions:
             faulty=(node_id,) if adversary is not None else (),
         )
         self.sessions += 1
-        return _Session(participant)
+        return _Session(participant, network)
 
 
 def seeded_secret(genesis_hash: bytes) -> bytes:

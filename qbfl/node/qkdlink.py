@@ -337,6 +337,15 @@ class QkdLinks:
     def _frames_from(
         self, envelopes: Iterator[common_pb2.Envelope], peer: int
     ) -> Iterator[QkdFrame]:
+        try:
+            yield from self._checked_frames(envelopes, peer)
+        except grpc.RpcError as exc:
+            code = exc.code().name  # type: ignore[attr-defined]
+            raise QkdAborted(f"the QKD stream with {peer} broke: {code}") from exc
+
+    def _checked_frames(
+        self, envelopes: Iterator[common_pb2.Envelope], peer: int
+    ) -> Iterator[QkdFrame]:
         for envelope in envelopes:
             if envelope.sender != peer or envelope.recipient != self.me:
                 raise QkdAborted(
@@ -362,6 +371,9 @@ class QkdLinks:
             responses = self._stub(peer).QkdSession(requests(), timeout=120.0)
             frames = _Frames(outbox, self._frames_from(responses, peer))
             self._session(peer, frames)
+            outbox.put(None)
+            for _ in responses:  # until the responder ends the stream: our ACK has arrived
+                pass
         except grpc.RpcError as exc:
             self._failed(peer, f"{exc.code().name}: {exc.details()}", aborted=False)  # type: ignore[attr-defined]
         except (QbflError, ValueError) as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -213,6 +214,8 @@ def run_up(config: UpConfig, *, stream: TextIO = sys.stdout) -> dict[str, Any]:
     )
     started = time.monotonic()
     records: list[dict[str, Any]] = []
+    # SIGTERM (`down`, or a supervisor) must run the `finally` below that stops every node
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with locked(out):
             plan.orchestrator_pid = __import__("os").getpid()
@@ -286,6 +289,11 @@ def run_up(config: UpConfig, *, stream: TextIO = sys.stdout) -> dict[str, Any]:
         return summary
     finally:
         backend.stop_all()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _reload_pids(plan: NetworkPlan) -> None:

@@ -153,8 +153,12 @@ def serve(directory: Path, listen: str, log_format: str, observe: bool, linger: 
     for name in ("", "qbfl.v1.Publisher"):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if not server.add_insecure_port(listen):
-        raise QbflError(f"cannot listen on {listen} (in use?)")
+    try:
+        bound = server.add_insecure_port(listen)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise QbflError(f"cannot listen on {listen}: the port is in use; pass --listen HOST:PORT")
     server.start()
     task = workspace.task
     log.info(

@@ -192,6 +192,14 @@ class QbaParticipant:
             return self._as_bob_keys(t, msg)  # type: ignore[arg-type]
         return self._as_charlie_accepted(t)
 
+    def void(self, t: TripleId) -> bool:
+        """Bob learns that Charlie could not reveal key bits for `t` because the SIGNER used them
+        twice (a proof the node shell checked: qbfl.node.qbakeys): the operation is abandoned
+        without blaming Charlie, as if its signature had never arrived. An honest signer never
+        reuses key material, so honest Charlies are never excluded for a faulty signer's reuse.
+        Returns whether an operation was pending."""
+        return self._bob_pending.pop(t, None) is not None
+
     def operation_error(self, t: TripleId) -> str | None:
         """Why `t` is not a QDS operation of this session (None if it is)."""
         return self._admission.operation_error(t)
