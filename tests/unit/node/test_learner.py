@@ -1,0 +1,58 @@
+"""A node's Learner trains client i exactly as the simulator's vectorised client i (same seeds,
+same batches, same attack streams), so a networked run and a simulation are comparable."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from qbfl.errors import InvalidUpdate
+from qbfl.learning.attacks import get_attack
+from qbfl.learning.data import load_dataset
+from qbfl.learning.models import build_model, flatten_params
+from qbfl.learning.training import DEFAULT_CLIP_NORM, TASK_TRAIN_CONFIG, derive_seed
+from qbfl.learning.vectorized import VectorizedClients
+from qbfl.node.learner import Learner
+from qbfl.orchestrator.fullsim import FullSimConfig, build_genesis
+from qbfl.orchestrator.simulate import SimulationConfig, client_data
+
+
+@pytest.fixture(scope="module")
+def genesis():  # type: ignore[no-untyped-def]
+    torch.set_num_threads(1)
+    return build_genesis(FullSimConfig(nodes=6, rounds=3))[0]
+
+
+@pytest.mark.parametrize(("node", "attack"), [(1, None), (4, "bitflip"), (2, "gaussian")])
+def test_learner_matches_the_simulators_client(genesis, node: int, attack: str | None) -> None:  # type: ignore[no-untyped-def]
+    learner = Learner(genesis, node, attack=attack, device="cpu")
+    config = SimulationConfig(nodes=6, rounds=3, seed=0)
+    images, labels = client_data(config, load_dataset("mnist", "train"))
+    model = build_model("fcnn-mpo", seed=0)
+    clients = VectorizedClients(
+        model,
+        images,
+        labels,
+        dataclasses.replace(TASK_TRAIN_CONFIG["mnist"], clip_norm=DEFAULT_CLIP_NORM),
+        seeds=[derive_seed(0, 1, i) for i in range(6)],
+        attacks={node: get_attack(attack)} if attack else None,
+    )
+    start = flatten_params(model)
+    assert np.array_equal(learner.params, start.numpy())
+    for round_index in range(2):  # two rounds: the shuffle and attack streams advance alike
+        expected = clients.train_round(start, round=round_index)[node].numpy()
+        got = np.frombuffer(learner.train(round_index + 1), dtype="<f4")
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=2e-6)
+        learner.apply(got.tobytes())
+        start = start + torch.from_numpy(got.copy())
+
+
+def test_apply_and_load_refuse_the_wrong_size(genesis) -> None:  # type: ignore[no-untyped-def]
+    learner = Learner(genesis, 0, device="cpu")
+    with pytest.raises(InvalidUpdate):
+        learner.apply(b"\x00" * 12)
+    with pytest.raises(InvalidUpdate):
+        learner.load(np.zeros(3, dtype=np.float32))
