@@ -90,6 +90,7 @@ def bootstrap(
     expected_genesis: GenesisBlock | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    on_task: Callable[[TaskSpec], None] | None = None,
 ) -> Bootstrap:
     """Register with the publisher and return its verified genesis (see the module doc)."""
     channel = insecure_channel(publisher)
@@ -114,6 +115,8 @@ def bootstrap(
             )
         if not 0 <= node_id < task.n_nodes:
             raise WrongGenesis(f"--id {node_id} is outside this task's ids 0..{task.n_nodes - 1}")
+        if on_task is not None:
+            on_task(task)  # e.g. start decoding the dataset while the other nodes register
         reg = Registration(node_id, key.public_key, address, task_hash).signed(key)
         envelope = common_pb2.Envelope(sender=node_id, recipient=0, body=reg.encode())
         registered = _retry(

@@ -43,8 +43,9 @@ from qbfl.consensus.viewstate import RoundTimeouts
 from qbfl.crypto.qds import QdsParams
 from qbfl.crypto.signing import SigningKey, load_seed, save_seed
 from qbfl.errors import ChainCorrupted, QbflError
+from qbfl.learning.data import load_dataset
 from qbfl.ledger.chain import Chain, InvalidBlock
-from qbfl.ledger.genesis import GenesisBlock
+from qbfl.ledger.genesis import GenesisBlock, TaskSpec
 from qbfl.ledger.recovery import recover_ledger
 from qbfl.ledger.store import LedgerStore, SqliteLedgerStore
 from qbfl.net.channel import server as grpc_server
@@ -489,6 +490,7 @@ class NodeShell:
                 genesis_wait_s=self.config.genesis_wait_s,
                 expected_genesis=held,
                 sleep=self._sleep,
+                on_task=self._warm_up,
             )
         except PublisherUnreachable:
             if held is None:
@@ -502,6 +504,16 @@ class NodeShell:
         if self._stop.is_set():
             return None
         return boot.genesis
+
+    def _warm_up(self, task: TaskSpec) -> None:
+        """Decode the dataset on a thread while waiting for the genesis (seconds on a cold start);
+        the Learner then finds it in the per-process cache."""
+
+        def load() -> None:
+            with contextlib.suppress(Exception):  # the Learner reports a missing dataset itself
+                load_dataset(str(task.task), "train", self.config.dataset_dir)
+
+        threading.Thread(target=load, name="dataset-warm-up", daemon=True).start()
 
     def _sleep(self, seconds: float) -> None:
         if self._stop.wait(seconds):
