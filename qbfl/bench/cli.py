@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "crypto": "qbfl.bench.crypto",
     "ledger": "qbfl.bench.ledger",
     "qkd": "qbfl.bench.qkd",
+    "network": "qbfl.bench.network",
 }
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,7 +14,6 @@ import torch
 from qbfl.errors import ConfigError, InvalidUpdate
 from qbfl.learning.attacks import ATTACKS, Attack, get_attack
 from qbfl.learning.data import load_dataset
-from qbfl.learning.dp import DPClientTrainer, DPConfig
 from qbfl.learning.models import build_model, load_flat_, param_count
 from qbfl.learning.partition import client_indices
 from qbfl.learning.training import (
@@ -24,6 +24,9 @@ from qbfl.learning.training import (
     train_local,
 )
 from qbfl.ledger.genesis import GenesisBlock
+
+if TYPE_CHECKING:
+    from qbfl.learning.dp import DPClientTrainer
 
 MODEL_ATTACKS = tuple(sorted(ATTACKS))
 
@@ -79,6 +82,9 @@ class Learner:
         self._attack_gen = torch.Generator().manual_seed((seed * 7919 + 1) % 2**63)
         self._dp: DPClientTrainer | None = None
         if dp:
+            # opacus (and the scipy it imports) only for a DP node: ~90 MB a plain node never pays
+            from qbfl.learning.dp import DPClientTrainer, DPConfig
+
             settings = task.dp
             config = (
                 DPConfig(total_rounds=task.rounds)

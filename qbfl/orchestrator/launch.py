@@ -185,7 +185,12 @@ def _status_lines(
     ]
 
 
-def run_up(config: UpConfig, *, stream: TextIO = sys.stdout) -> dict[str, Any]:
+def run_up(
+    config: UpConfig,
+    *,
+    stream: TextIO = sys.stdout,
+    monitor: Callable[[NetworkPlan], None] | None = None,
+) -> dict[str, Any]:
     """Start the network, follow it to `rounds` blocks, stop it; the summary (raises ChainStalled)."""
     from qbfl.publisher.workspace import Workspace, build_task
 
@@ -257,6 +262,8 @@ def run_up(config: UpConfig, *, stream: TextIO = sys.stdout) -> dict[str, Any]:
                     rows.append(_row(r, phases))
                 last_height = observer.chain.height
                 last_progress = now
+                if monitor is not None:
+                    monitor(plan)
             elif now >= next_status:
                 statuses = node_statuses(plan)
                 next_status = now + 2.0
@@ -271,6 +278,9 @@ def run_up(config: UpConfig, *, stream: TextIO = sys.stdout) -> dict[str, Any]:
                 time.sleep(0.3)
         nodes = observer.node_summaries()
         summary = observer.summary(nodes)
+        timed = [r["round_s"] for r in rows if "round_s" in r]
+        if timed:
+            summary["mean_round_s"] = sum(timed) / len(timed)
         summary.update(
             backend="local",
             out=str(out),
