@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Callable
 
@@ -76,6 +77,7 @@ class ConsensusNode:
         policy: ConductPolicy | None = None,
         aggregator: str | None = None,
         relay_blocks: bool = True,
+        relay_fanout: int | None = None,
         max_buffered: int = 4096,
     ) -> None:
         if node_id not in genesis.public_keys:
@@ -89,6 +91,9 @@ class ConsensusNode:
         self._clock = clock
         self._policy: ConductPolicy = policy or HonestPolicy()
         self._relay = relay_blocks
+        if relay_fanout is not None and relay_fanout < 1:
+            raise ValueError("relay_fanout must be >= 1 (or None: every peer)")
+        self._fanout = relay_fanout
         self.counters: Counter[str] = Counter()
         self._buffer = FutureBuffer(max_buffered, self.counters)
         f = self.task.f if self.task.f is not None else (4 * self.task.n_nodes) // 10
@@ -499,9 +504,20 @@ class ConsensusNode:
         effects: list[Effect] = [CommitBlock(block), done]
         if relay:
             # Every honest node forwards a block it accepted once, so a block that reached one honest
-            # node reaches all within one more delay even if the leader sent it to only a few.
-            effects.append(Broadcast(block))
+            # node reaches all within one more delay even if the leader sent it to only a few. With
+            # a fanout, to that many peers drawn from the block hash and this node's id (gossip:
+            # O(N·fanout) messages instead of O(N²); catch-up covers any node it misses).
+            if self._fanout is None:
+                effects.append(Broadcast(block))
+            else:
+                effects += [Send(peer, block) for peer in self._relay_peers(block)]
         return effects + self._enter_view(0)
+
+    def _relay_peers(self, block: Block) -> list[int]:
+        assert self._fanout is not None
+        others = [i for i in self.chain.genesis.node_ids if i not in (self.node_id, block.leader)]
+        rng = random.Random(block.block_hash + self.node_id.to_bytes(8, "big"))
+        return rng.sample(others, min(self._fanout, len(others)))
 
     def _ask_sync(self, peer: int) -> list[Effect]:
         if peer == self.node_id or not self._sync.should_ask(height=self.chain.height, peer=peer):

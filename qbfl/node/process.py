@@ -70,6 +70,7 @@ SERVICE_NAMES = ("", "qbfl.v1.Node", "qbfl.v1.Ledger")
 KEY_FILE = "node.key"
 LEDGER_FILE = "ledger.sqlite"
 DISCONNECT_FILE = "disconnect-seconds"
+RELAY_FANOUT = 4  # peers each node relays a new block to (the leader itself sends it to all)
 KEY_WAIT_S = 10.0  # how long a leader waits for a QKD session before its view gives up  # read on SIGUSR1 (qbfl-orchestrator perturb … disconnect)
 
 
@@ -581,6 +582,7 @@ class NodeShell:
             qba=qba,
             clock=self._clock,
             timeouts=RoundTimeouts.scaled(task.round_timeout_s),
+            relay_fanout=RELAY_FANOUT,
             policy=roles.policy(seed=task.seed * 1_000_003 + self.node_id),
         )
         learner = Learner(
