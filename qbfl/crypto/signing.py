@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import stat
@@ -62,10 +63,9 @@ class _CryptographyBackend:
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes, context: bytes) -> bool:
         from cryptography.exceptions import InvalidSignature as _CryptoInvalid
-        from cryptography.hazmat.primitives.asymmetric import mldsa
 
         try:
-            key = mldsa.MLDSA44PublicKey.from_public_bytes(public_key)
+            key = _public_key_object(public_key)
         except ValueError as exc:
             raise InvalidSignature(f"malformed ML-DSA-44 public key: {exc}") from exc
         try:
@@ -76,9 +76,24 @@ class _CryptographyBackend:
 
     @staticmethod
     def _private(seed: bytes):  # type: ignore[no-untyped-def]
-        from cryptography.hazmat.primitives.asymmetric import mldsa
+        return _private_key_object(seed)
 
-        return mldsa.MLDSA44PrivateKey.from_seed_bytes(seed)
+
+# A node signs and verifies thousands of messages per minute with a few dozen keys: expanding a
+# key from its seed (~0.2 ms) or parsing a public key on every call would cost more than hashing
+# the message, so the key objects are kept (bounded; the seeds are already in this process).
+@functools.lru_cache(maxsize=16)
+def _private_key_object(seed: bytes):  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.asymmetric import mldsa
+
+    return mldsa.MLDSA44PrivateKey.from_seed_bytes(seed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_key_object(public_key: bytes):  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.asymmetric import mldsa
+
+    return mldsa.MLDSA44PublicKey.from_public_bytes(public_key)
 
 
 class _DilithiumPyBackend:

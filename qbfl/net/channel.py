@@ -29,7 +29,7 @@ def insecure_channel(address: str) -> grpc.Channel:
     return grpc.insecure_channel(address, options=_OPTIONS)
 
 
-def server(max_workers: int = 16) -> grpc.Server:
+def server(max_workers: int = 8) -> grpc.Server:
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         options=[

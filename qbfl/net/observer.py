@@ -9,6 +9,7 @@ the chain defines, not one any node claims.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -67,6 +68,7 @@ class ChainObserver:
     data_dir: Path | None = None
     test_samples: int | None = None
     evaluate: bool = True
+    defer: bool = False  # keep each height's parameters and evaluate in finish_evaluation()
     clock: Callable[[], float] = time.monotonic
     rounds: list[ObservedRound] = field(default_factory=list)
     roles: dict[int, str] = field(default_factory=dict)
@@ -81,6 +83,7 @@ class ChainObserver:
         self._model: Any = None
         self._test: Any = None
         self.first_block_s: float | None = None
+        self._pending: list[tuple[int, np.ndarray]] = []
 
     # --- evaluation -------------------------------------------------------------------------------
 
@@ -160,8 +163,12 @@ class ChainObserver:
             self.first_block_s = self.clock() - self._started
         if len(self.roles) < len(self.genesis.roster):
             self._learn_roles()
-        accuracy = self._accuracy()
-        self._accuracy_at[block.height] = accuracy
+        if self.defer:
+            self._pending.append((block.height, self._params.copy()))
+            accuracy = math.nan
+        else:
+            accuracy = self._accuracy()
+            self._accuracy_at[block.height] = accuracy
         stakes = self.chain.stakes
         bad = {i for i, r in self.roles.items() if r not in ("honest", "?")}
         honest = [s for i, s in stakes.items() if i not in bad]
@@ -193,6 +200,19 @@ class ChainObserver:
         )
         if self.on_round is not None:
             self.on_round(record)
+
+    def finish_evaluation(self) -> None:
+        """Evaluate the heights whose evaluation was deferred (their rounds get the accuracy)."""
+        current = self._params
+        for height, params in self._pending:
+            self._params = params
+            self._accuracy_at[height] = self._accuracy()
+        self._params = current
+        self._pending.clear()
+        self.rounds = [
+            dataclasses.replace(r, accuracy=self._accuracy_at.get(r.round, r.accuracy))
+            for r in self.rounds
+        ]
 
     @property
     def done(self) -> bool:
@@ -232,6 +252,7 @@ class ChainObserver:
                     stake=status.get("stake"),
                     view_changes=status.get("view_changes"),
                     last_accuracy=self.accuracy_at(height),
+                    counters=status.get("counters", {}),
                 )
             out.append(entry)
         return out

@@ -38,9 +38,14 @@ KIND_OF: dict[type, MessageKind] = {
 }
 DECODER_OF: dict[MessageKind, Any] = {kind: cls for cls, kind in KIND_OF.items()}
 
-# A block is self-verifying and harmless to replay, so one signature serves every recipient
-# of a broadcast (49 ML-DSA signatures → 1 per block at N = 50); all other kinds are addressed.
+# Multicast kinds: a block is self-verifying, a submission is signed by its client and bound to
+# its round and base block, a proposal is the leader's to its whole committee — delivering any of
+# them to another node than intended tells it nothing it may not know and changes nothing it
+# would not accept from the signer directly. So one envelope signature, with this recipient,
+# serves all recipients (a client's 5 submissions, a leader's 49 block copies: 1 ML-DSA signature
+# each instead of 5 or 49). QBA messages, votes and sync traffic stay addressed.
 ANY_RECIPIENT = (1 << 64) - 1
+MULTICAST_KINDS = frozenset({MessageKind.BLOCK, MessageKind.SUBMISSION, MessageKind.PROPOSAL})
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,7 @@ def envelope_from_proto(
     Raises UnknownSender / InvalidSignature (→ UNAUTHENTICATED) or MisaddressedMessage.
     """
     recipient = envelope.recipient
-    if recipient != me and not (kind is MessageKind.BLOCK and recipient == ANY_RECIPIENT):
+    if recipient != me and not (kind in MULTICAST_KINDS and recipient == ANY_RECIPIENT):
         raise MisaddressedMessage(f"message for node {recipient} delivered to node {me}")
     try:
         authenticate(

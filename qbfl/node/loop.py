@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
+import os
 import queue
 import threading
 import time
@@ -19,6 +20,9 @@ from qbfl.net.status import Overloaded
 log = logging.getLogger("qbfl.node")
 
 Work = tuple[Callable[[], Any], "Future[Any] | None"]
+TRAINING_NICE = (
+    19  # the lowest priority: 25 training threads then weigh less than one protocol thread
+)
 
 
 class EventLoop:
@@ -179,6 +183,11 @@ class TrainingWorker:
             self._thread.join(5.0)
 
     def _run(self) -> None:
+        # Training is the bulk of a node's CPU; the protocol (verifying and committing the block
+        # everyone waits for, QBA, votes) must not queue behind it. On Linux a thread is a task
+        # with its own nice value: this one yields to every protocol thread of every node.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRAINING_NICE)
         while True:
             with self._cv:
                 while not self._stopped and self._pending is None:

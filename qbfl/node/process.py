@@ -54,7 +54,9 @@ from qbfl.net.serde import Received, envelope_from_proto, envelope_to_proto
 from qbfl.node.bootstrap import PublisherUnreachable, bootstrap
 from qbfl.node.config import NodeConfig
 from qbfl.node.learner import Learner
+from qbfl.node.ledgerwriter import LedgerWriter
 from qbfl.node.loop import EventLoop, Ticker, TrainingWorker
+from qbfl.node.memory import limit_arenas, trim
 from qbfl.node.metrics import MetricsServer, Sample, render
 from qbfl.node.milestones import Milestones
 from qbfl.node.qbakeys import NodeQbaSessions, PreparedPolynomials, seeded_secret
@@ -70,7 +72,7 @@ SERVICE_NAMES = ("", "qbfl.v1.Node", "qbfl.v1.Ledger")
 KEY_FILE = "node.key"
 LEDGER_FILE = "ledger.sqlite"
 DISCONNECT_FILE = "disconnect-seconds"
-RELAY_FANOUT = 4  # peers each node relays a new block to (the leader itself sends it to all)
+RELAY_FANOUT = 2  # peers each node relays a new block to (the leader itself sends it to all)
 KEY_WAIT_S = 10.0  # how long a leader waits for a QKD session before its view gives up  # read on SIGUSR1 (qbfl-orchestrator perturb … disconnect)
 
 
@@ -149,6 +151,7 @@ class NodeShell:
         event = event_for(sender, message)
         if isinstance(event, BlockReceived):
             self._highest_seen = max(self._highest_seen, event.block.height)
+            self.milestones.mark(event.block.round, "block_arrived")
         counters = self._runtime.node.counters if self._runtime else Counter[str]()
         before = (counters["buffered"], counters["duplicate_block"])
         self._loop.call(lambda: self._handle(event))
@@ -274,7 +277,10 @@ class NodeShell:
     def _train(self, round: int) -> bytes | None:
         assert self._runtime is not None
         self.milestones.mark(round, "training_started")
-        return self._runtime.train(round)
+        try:
+            return self._runtime.train(round)
+        finally:
+            trim()  # the round's activations and gradients, handed back
 
     def _on_sync(self, event: SyncBlocksReceived) -> None:
         if event.response.blocks:
@@ -375,6 +381,7 @@ class NodeShell:
 
     def run(self) -> int:
         config = self.config
+        limit_arenas()
         setup_logging(config.log_format, prefix=f"node-{self.node_id} ")
         directory = config.directory
         directory.mkdir(parents=True, exist_ok=True)
@@ -593,7 +600,7 @@ class NodeShell:
             device=self.config.device,
             data_dir=self.config.dataset_dir,
         )
-        return NodeRuntime(node, store, learner, clock=self._clock)
+        return NodeRuntime(node, store, learner, clock=self._clock, writer=LedgerWriter(store))
 
     def _boot(self) -> None:
         assert self._runtime is not None
@@ -650,6 +657,8 @@ class NodeShell:
         if metrics is not None:
             metrics.stop()
         if self._runtime is not None:
+            if self._runtime.writer is not None:
+                self._runtime.writer.close()  # every applied block on disk before exit 0
             self._runtime.store.close()
         log.info("node %d stopped", self.node_id)
 

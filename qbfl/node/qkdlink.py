@@ -45,6 +45,7 @@ from qbfl.ledger.encoding import CanonicalRecord, Field, FieldKind, RecordSchema
 from qbfl.ledger.signer import Signer
 from qbfl.net.channel import insecure_channel
 from qbfl.net.serde import Received, envelope_to_proto
+from qbfl.node.memory import trim
 
 log = logging.getLogger("qbfl.qkd")
 
@@ -486,6 +487,7 @@ class QkdLinks:
             if frames.get().step != ACK:
                 raise QkdAborted("no ACK after the receipts")
             store.confirm(session)
+        trim()  # a session's photon arrays and FFT buffers, handed back
         with self._lock:
             stats = self.stats.setdefault(peer, LinkStats())
             stats.sessions += 1

@@ -28,6 +28,7 @@ from qbfl.errors import InvalidUpdate, QbflError
 from qbfl.ledger.block import Block, ConsensusMessage
 from qbfl.ledger.store import LedgerStore
 from qbfl.node.learner import Learner
+from qbfl.node.ledgerwriter import LedgerWriter
 
 log = logging.getLogger("qbfl.node")
 
@@ -60,6 +61,7 @@ class NodeRuntime:
         *,
         clock: Callable[[], float],
         on_effect: Callable[[Effect], None] | None = None,
+        writer: LedgerWriter | None = None,
     ) -> None:
         if store.genesis.block_hash != node.chain.genesis.block_hash:
             raise ValueError(
@@ -71,6 +73,7 @@ class NodeRuntime:
         self.stats = RuntimeStats()
         self._clock = clock
         self._on_effect = on_effect
+        self.writer = writer  # None: every block written before the event returns (simulation)
 
     # --- the surface the in-memory network and its SafetyMonitor use -----------------------------
 
@@ -176,7 +179,9 @@ class NodeRuntime:
                 self._on_effect(effect)
 
     def _persist(self, block: Block) -> None:
-        if block.height > self.store.height:
+        if self.writer is not None:
+            self.writer.append(block)
+        elif block.height > self.store.height:
             self.store.append(block)
         if self.learner is not None:
             self.learner.apply(block.update)

@@ -27,6 +27,7 @@ from qbfl.ledger.signer import Signer
 from qbfl.net.channel import insecure_channel
 from qbfl.net.serde import (
     ANY_RECIPIENT,
+    MULTICAST_KINDS,
     decode_message,
     envelope_from_proto,
     envelope_to_proto,
@@ -85,6 +86,7 @@ class GrpcTransport:
         self._in_flight: Counter[int] = Counter()
         self._lock = threading.Lock()
         self.counters: Counter[str] = Counter()
+        self._multicasts: dict[tuple[MessageKind, int], tuple[Message, common_pb2.Envelope]] = {}
         self.disconnected_until = 0.0  # a perturbation: drop all peer traffic until then
 
     @property
@@ -111,19 +113,35 @@ class GrpcTransport:
             assert isinstance(message, SyncRequest)
             self._fetch(to, message)
             return
-        envelope = self._seal(kind, to, message.encode())
+        if kind in MULTICAST_KINDS:
+            envelope = self._multicast(kind, message)
+        else:
+            envelope = self._seal(kind, to, message.encode())
         self._start(to, kind, envelope, self._clock() + MESSAGE_LIFETIME_S, 0)
 
     def broadcast(self, message: Message) -> None:
         kind = kind_of(message)
-        body = message.encode()
-        if kind is MessageKind.BLOCK:
-            envelope = self._seal(kind, ANY_RECIPIENT, body)  # one signature for every peer
+        if kind in MULTICAST_KINDS:
+            envelope = self._multicast(kind, message)
             for to in self._addresses:
                 self._start(to, kind, envelope, self._clock() + MESSAGE_LIFETIME_S, 0)
             return
+        body = message.encode()
         for to in self._addresses:
             self._start(to, kind, self._seal(kind, to, body), self._clock() + MESSAGE_LIFETIME_S, 0)
+
+    def _multicast(self, kind: MessageKind, message: Message) -> common_pb2.Envelope:
+        """One envelope (one signature) for every recipient of a multicast kind, kept for the
+        next sends of the same message (a client's submission goes to each member in turn)."""
+        key = (kind, id(message))
+        held = self._multicasts.get(key)
+        if held is not None and held[0] is message:
+            return held[1]
+        envelope = self._seal(kind, ANY_RECIPIENT, message.encode())
+        if len(self._multicasts) >= 64:
+            self._multicasts.pop(next(iter(self._multicasts)))
+        self._multicasts[key] = (message, envelope)
+        return envelope
 
     def set_timer(
         self, kind: TimerKind, round: int, view: int, delay_s: float, seq: int = 0

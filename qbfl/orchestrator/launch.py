@@ -55,6 +55,8 @@ class UpConfig:
     linger_s: float = 20.0
     genesis_timeout_s: float = 600.0
     metrics_base_port: int | None = None  # node i serves Prometheus metrics on this + i
+    defer_evaluation: bool = False  # evaluate the model per round after the run (benchmarks)
+    resume: bool = False  # continue the network already in `out` (its keys and ledgers)
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
@@ -208,6 +210,11 @@ def run_up(
         dp=False,
     )
     out = config.out.resolve()
+    if (out / "network.json").exists() and not config.resume:
+        raise ConfigError(
+            f"{out} holds a network from an earlier `up` (its keys and ledgers): pass --resume to "
+            "continue it, or choose another --out (or remove that directory)"
+        )
     (out / "logs").mkdir(parents=True, exist_ok=True)
     Workspace.create(out / "publisher", spec)
     plan = _plan(config, roles)
@@ -243,31 +250,43 @@ def run_up(
                 + f"  at {r.at_s:.1f} s"
             )
 
-        observer = ChainObserver(genesis, addresses=addresses, on_round=on_round)
+        observer = ChainObserver(
+            genesis, addresses=addresses, on_round=on_round, defer=config.defer_evaluation
+        )
         observer.roles = {e.node_id: e.role for e in plan.nodes}
-        observer.prepare()
+        if not config.defer_evaluation:
+            observer.prepare()
         last_progress = time.monotonic()
         last_height = 0
         statuses: dict[int, dict[str, Any]] = {}
         next_status = 0.0
         rows: list[dict[str, Any]] = []
+
+        milestones: dict[str, dict[str, dict[str, float]]] = {}  # round → node → milestone → t
+
+        def poll_statuses() -> None:
+            # every 2 s at most, not per block: 50 status calls per block were measurable load
+            nonlocal statuses, next_status, last_height, phases
+            statuses = node_statuses(plan)
+            for node_id, status in statuses.items():
+                for r, marks in status.get("milestones", {}).items():
+                    milestones.setdefault(r, {}).setdefault(str(node_id), {}).update(marks)
+            next_status = time.monotonic() + 2.0
+            _reload_pids(plan)
+            for r in observer.rounds[last_height:]:
+                phases = _phases_of(r.round, statuses, observer)
+                rows.append(_row(r, phases))
+            last_height = len(observer.rounds)
+
         while not observer.done:
             applied = observer.poll_once()
             now = time.monotonic()
             if applied:
-                statuses = node_statuses(plan)
-                next_status = now + 2.0
-                for r in observer.rounds[last_height:]:
-                    phases = _phases_of(r.round, statuses, observer)
-                    rows.append(_row(r, phases))
-                last_height = observer.chain.height
                 last_progress = now
                 if monitor is not None:
                     monitor(plan)
-            elif now >= next_status:
-                statuses = node_statuses(plan)
-                next_status = now + 2.0
-                _reload_pids(plan)
+            if now >= next_status:
+                poll_statuses()
             display.show(_status_lines(config, observer, statuses, phases, started))
             if now - last_progress > config.stall_after_s:
                 raise ChainStalled(
@@ -276,6 +295,10 @@ def run_up(
                 )
             if not applied:
                 time.sleep(0.3)
+        poll_statuses()  # the milestones of the last rounds
+        observer.finish_evaluation()
+        for row in rows:  # accuracy evaluated after the run when deferred
+            row["accuracy"] = observer.accuracy_at(row["round"])
         nodes = observer.node_summaries()
         summary = observer.summary(nodes)
         timed = [r["round_s"] for r in rows if "round_s" in r]
@@ -291,6 +314,7 @@ def run_up(
         exit_codes = backend.stop_all()
         summary["exit_codes"] = {str(k): v for k, v in sorted(exit_codes.items())}
         _write_results(out, summary, rows, config)
+        (out / "milestones.json").write_text(json.dumps(milestones, sort_keys=True) + "\n")
         display.log(
             f"done: height {observer.chain.height}, final accuracy "
             f"{100 * (summary['final_accuracy'] or 0):.2f}%, honest heads agree: "

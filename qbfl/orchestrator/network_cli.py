@@ -118,6 +118,9 @@ class LinkList(click.ParamType):
 @click.option(
     "--publisher-port", type=click.IntRange(1024, 65535), default=50050, show_default=True
 )
+@click.option(
+    "--resume", is_flag=True, help="Continue the network already in --out (its keys and ledgers)."
+)
 def up(
     backend: str,
     nodes: int,
@@ -136,6 +139,7 @@ def up(
     stall: float | None,
     base_port: int,
     publisher_port: int,
+    resume: bool,
 ) -> None:
     from qbfl.orchestrator.launch import UpConfig, run_up
 
@@ -160,6 +164,7 @@ def up(
         base_port=base_port,
         publisher_port=publisher_port,
         stall_s=stall,
+        resume=resume,
     )
     summary = run_up(config)
     sys.exit(0 if summary.get("honest_heads_agree") else 1)
