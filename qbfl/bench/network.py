@@ -182,7 +182,9 @@ def command(
     loop_s = float(np.mean(loop["seconds"])) if loop else math.nan
     rows = [{"what": f"network round, phase {k}", "seconds": v} for k, v in mean.items()]
     outs = [p.get("block_out") for p in _leader_marks(out, rounds)]
-    gaps = [b - a for a, b in zip(outs[1:], outs[2:]) if a is not None and b is not None]
+    gaps = [
+        b - a for a, b in zip(outs[1:], outs[2:], strict=False) if a is not None and b is not None
+    ]
     rows.append(
         {
             "what": "block interval (leader's block r−1 → block r), rounds 3..",
