@@ -83,7 +83,7 @@ def _leader_marks(out: Path, rounds: int) -> list[dict[str, float]]:
     import json
 
     doc = json.loads((out / "milestones.json").read_text())
-    marks = []
+    marks: list[dict[str, float]] = []
     for r in range(1, rounds + 1):
         nodes = doc.get(str(r), {})
         marks.append(next((m for m in nodes.values() if "block_out" in m), {}))
