@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from qbfl.node.health_cli import health
+
 ROLES = ("labelflip", "bitflip", "gaussian", "random", "equivocate", "wrongagg", "oppose")
 
 
@@ -31,3 +33,6 @@ def start(node_id: int, malicious: tuple[str, ...]) -> None:
         err=True,
     )
     sys.exit(2)
+
+
+main.add_command(health)

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from qbfl.publisher.health_cli import health
+
 
 @click.group(help="Publish a QBFL task and its genesis block.")
 def main() -> None:
@@ -22,3 +24,6 @@ def init(task: str, nodes: int, out: str) -> None:
         err=True,
     )
     sys.exit(2)
+
+
+main.add_command(health)
