@@ -13,6 +13,7 @@ from qbfl.aggregation.registry import AGGREGATORS
 from qbfl.command_line import QbflGroup
 from qbfl.learning.attacks import ATTACKS
 from qbfl.learning.data import DATASETS
+from qbfl.orchestrator.deploy_cli import compose, k8s
 
 
 @click.group(cls=QbflGroup, help="Launch and measure QBFL networks.")
@@ -148,3 +149,7 @@ def simulate(
     )
     click.echo(f"wrote {rounds_path}, {out / 'summary.json'}, {out / 'accuracy.png'}")
     sys.stdout.flush()
+
+
+main.add_command(compose)
+main.add_command(k8s)
