@@ -15,7 +15,7 @@
 #
 # Settings (environment): QBFL_IMAGE (project image tag), QBFL_BASE_IMAGE (base image tag, built
 # when missing), QBFL_DEBIAN_MIRROR, QBFL_WHEEL_DIR (local wheels served on loopback during the
-# build; default /opt/wheels when it holds wheels), QBFL_TORCH_INDEX_URL (default: none when local
+# build; default /opt/wheels when it holds wheels) and QBFL_WHEEL_PORT (39847), QBFL_TORCH_INDEX_URL (default: none when local
 # wheels are served, else PyTorch's CPU index), QBFL_EXTRA_CA_DIR (*.crt copied into extra-ca/ for a
 # TLS-inspecting proxy; default /usr/local/share/ca-certificates), QBFL_CI_WORK (work folder),
 # QBFL_CI_NODES (5), QBFL_CI_ROUNDS (6), QBFL_CI_BLOCKS (3, blocks before the kill),
@@ -154,8 +154,13 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 start_wheel_server() {
   local dir=${QBFL_WHEEL_DIR:-/opt/wheels}
   if [ ! -d "$dir" ] || ! compgen -G "$dir/*.whl" >/dev/null; then return; fi
-  local port
-  port=$(free_port)
+  # A fixed port when it is free: the URL is a build argument, and a new value each run would
+  # invalidate the layer cache from the first RUN that sees it.
+  local port=${QBFL_WHEEL_PORT:-39847}
+  if ! python3 -c "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])))" "$port" 2>/dev/null; then
+    port=$(free_port)
+    log "port ${QBFL_WHEEL_PORT:-39847} is taken: serving wheels on $port (the build cache will miss)"
+  fi
   python3 -m http.server "$port" --bind 127.0.0.1 --directory "$dir" >"$WORK/wheels.log" 2>&1 &
   WHEEL_SERVER_PID=$!
   for _ in $(seq 50); do

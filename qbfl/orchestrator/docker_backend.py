@@ -73,11 +73,18 @@ def host_extra_cas(directory: Path = Path("/usr/local/share/ca-certificates")) -
     return tuple(sorted(directory.glob("*.crt"))) if directory.is_dir() else ()
 
 
+# The wheel URL is a build argument: a stable port keeps the layer cache valid between builds.
+WHEEL_PORT = 39847
+
+
 @contextmanager
-def serve_directory_on_loopback(directory: Path) -> Iterator[str]:
-    """Serve `directory` over HTTP on 127.0.0.1 (a free port) while the block runs; yields its URL."""
+def serve_directory_on_loopback(directory: Path, *, port: int = WHEEL_PORT) -> Iterator[str]:
+    """Serve `directory` over HTTP on 127.0.0.1:`port` (any free port if taken) while the block runs."""
     handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, name="qbfl-wheel-server", daemon=True)
     thread.start()
     try:
