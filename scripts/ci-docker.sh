@@ -18,7 +18,7 @@
 # build; default /opt/wheels when it holds wheels) and QBFL_WHEEL_PORT (39847), QBFL_TORCH_INDEX_URL (default: none when local
 # wheels are served, else PyTorch's CPU index), QBFL_EXTRA_CA_DIR (*.crt copied into extra-ca/ for a
 # TLS-inspecting proxy; default /usr/local/share/ca-certificates), QBFL_CI_WORK (work folder),
-# QBFL_CI_NODES (5), QBFL_CI_ROUNDS (6), QBFL_CI_BLOCKS (3, blocks before the kill),
+# QBFL_CI_NODES (5), QBFL_CI_ROUNDS (8), QBFL_CI_BLOCKS (3, blocks before the kill),
 # QBFL_CI_TIMEOUT (seconds per wait, 900), QBFL_CI_STALL (seconds without progress = stalled, 300).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +37,7 @@ BASE_IMAGE=${QBFL_BASE_IMAGE:-qbfl-base:bookworm}
 MIRROR=${QBFL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 EXTRA_CA_DIR=${QBFL_EXTRA_CA_DIR-/usr/local/share/ca-certificates}
 NODES=${QBFL_CI_NODES:-5}
-ROUNDS=${QBFL_CI_ROUNDS:-6}
+ROUNDS=${QBFL_CI_ROUNDS:-8}
 BLOCKS=${QBFL_CI_BLOCKS:-3}
 TIMEOUT=${QBFL_CI_TIMEOUT:-900}
 STALL=${QBFL_CI_STALL:-300}
@@ -125,7 +125,7 @@ ensure_compose() {
   docker compose version | grep -q 'version v\?2' || die "Compose v2 did not install"
 }
 
-compose() { docker compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"; }
+compose() { docker compose --ansi never -p "$PROJECT" -f "$COMPOSE_FILE" "$@"; }
 
 # --- images -----------------------------------------------------------------------------------------
 ensure_base_image() {
@@ -318,7 +318,10 @@ EOF
   compose config --quiet || die "docker compose config rejects $COMPOSE_FILE"
   log "starting project $PROJECT: publisher on 127.0.0.1:$base_port, $NODES nodes (host network)"
   local start=$SECONDS
-  compose up -d --no-build || die "docker compose up failed"
+  compose up -d --no-build >"$WORK/up.log" 2>&1 || {
+    cat "$WORK/up.log" >&2
+    die "docker compose up failed"
+  }
 
   declare -gA CONTAINER=() ADDRESS=()
   HONEST=()
@@ -347,8 +350,11 @@ EOF
   sleep 5
   docker start "${CONTAINER[$victim]}" >/dev/null
   log "node $victim started again"
-  wait_heights "$((before + 1))"
-  wait_agreement "$((before + 1))"
+  # Heights count blocks after genesis (height 0), one per round: the last is $ROUNDS.
+  local want=$((before + 1))
+  [ "$want" -le "$ROUNDS" ] || want=$ROUNDS
+  wait_heights "$want"
+  wait_agreement "$want"
   log "network scenario passed in $((SECONDS - start)) s"
   compose logs --no-color --tail 5 publisher >&2 || true
 }
