@@ -157,7 +157,8 @@ start_wheel_server() {
   # A fixed port when it is free: the URL is a build argument, and a new value each run would
   # invalidate the layer cache from the first RUN that sees it.
   local port=${QBFL_WHEEL_PORT:-39847}
-  if ! python3 -c "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])))" "$port" 2>/dev/null; then
+  # SO_REUSEADDR as http.server sets it: a port in TIME_WAIT after the last build is free.
+  if ! python3 -c "import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', int(sys.argv[1])))" "$port" 2>/dev/null; then
     port=$(free_port)
     log "port ${QBFL_WHEEL_PORT:-39847} is taken: serving wheels on $port (the build cache will miss)"
   fi

@@ -152,7 +152,7 @@ def compose_document(settings: NetworkSettings, options: ComposeOptions) -> dict
         "interval": "5s",
         "timeout": "5s",
         "retries": 3,
-        "start_period": "120s",
+        "start_period": "300s",
     }
     pub["stop_grace_period"] = "30s"
     services["publisher"] = pub

@@ -184,16 +184,18 @@ def compose(
 @click.option("--storage-class", default=None, help="for the volumes (default: the cluster's)")
 @click.option(
     "--out",
-    type=click.Path(file_okay=False),
     default="k8s",
     show_default=True,
-    help="directory to write",
+    help="directory to write, or - for all manifests on stdout",
 )
 def k8s(image: str, storage_class: str | None, out: str, **flags: Any) -> None:
     from qbfl.orchestrator.k8s import K8sOptions, render_k8s
 
     settings = _settings(**flags)
     files = render_k8s(settings, K8sOptions(image=image, storage_class=storage_class), out=out)
+    if out == "-":  # one multi-document stream, for `kubectl apply -f -` or a single file
+        sys.stdout.write("".join(files.values()))
+        return
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():

@@ -141,3 +141,17 @@ def test_cli_writes_the_files(tmp_path: Path) -> None:
     for name in ("nodes.yaml", "publisher.yaml"):
         first = (out / name).read_text().replace(str(out), "DIR")
         assert first == (again / name).read_text().replace(str(again), "DIR")
+
+
+def test_stdout_holds_every_manifest() -> None:
+    result = CliRunner().invoke(main, ["k8s", "--nodes", "4", "--malicious", "none", "--out", "-"])
+    assert result.exit_code == 0, result.output
+    kinds = [d["kind"] for d in yaml.safe_load_all(result.output) if d]
+    assert kinds == [
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Service",
+        "StatefulSet",
+    ]
