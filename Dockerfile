@@ -26,8 +26,8 @@ RUN set -eux; \
         rm -rf /var/lib/apt/lists/* /var/cache/apt/*; \
     fi; \
     python3 -c 'import sys; assert sys.version_info >= (3, 11), sys.version'; \
-    groupadd --system --gid 10001 qbfl; \
-    useradd --system --uid 10001 --gid qbfl --home-dir /var/lib/qbfl --shell /usr/sbin/nologin qbfl; \
+    groupadd --gid 10001 qbfl; \
+    useradd --uid 10001 --gid qbfl --no-create-home --home-dir /var/lib/qbfl --shell /usr/sbin/nologin qbfl; \
     # The mount point of the per-node volume: a fresh named volume copies this owner, so the
     # non-root user can write its ledger and keys without a manual chown.
     install -d -o qbfl -g qbfl -m 0750 /var/lib/qbfl
@@ -85,11 +85,16 @@ RUN set -eux; \
     cp /usr/share/datasets/fashion-mnist/*-ubyte.gz /opt/qbfl-data/fashion-mnist/; \
     ls -l /opt/qbfl-data/*
 
+# --- source: the tree to install, without the build-only extra CAs -------------------------------
+FROM runtime AS source
+COPY . /opt/qbfl
+RUN rm -rf /opt/qbfl/extra-ca /opt/qbfl/Dockerfile
+
 # --- the image -----------------------------------------------------------------------------------
 FROM runtime
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=data /opt/qbfl-data /opt/qbfl-data
-COPY . /opt/qbfl
+COPY --from=source /opt/qbfl /opt/qbfl
 # Stubs are generated here when the tree carries a generator instead of committed stubs; the
 # package is installed from the copied tree, and the build's leftovers are removed in the same layer.
 RUN set -eux; \

@@ -207,6 +207,7 @@ smoke_image() {
   docker run --rm --network none "$IMAGE" sh -ec '
     test "$(id -u)" != 0 || { echo "runs as root" >&2; exit 1; }
     touch /var/lib/qbfl/.writable && rm /var/lib/qbfl/.writable
+    if ls /opt/qbfl/extra-ca /usr/local/share/ca-certificates/qbfl-extra 2>/dev/null; then echo "build CAs in the image" >&2; exit 1; fi
     qbfl-node --help >/dev/null
     qbfl-publisher --help >/dev/null
     qbfl-orchestrator --help >/dev/null
