@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from qbfl.orchestrator.docker_backend import DockerBackendError, DockerNetwork
+from qbfl.orchestrator.docker_image import ImageBuild, build_image
 from qbfl.orchestrator.services import (
     DATA_ROOT,
     LABEL_PROJECT,
@@ -135,3 +137,46 @@ def test_errors_name_the_container(docker_client: Any, project: str) -> None:
         net.kill("node-9")
     with pytest.raises(ValueError, match="share a gRPC port"):
         net.start([_spec("a", ["true"], 1), _spec("b", ["true"], 1)])
+
+
+def test_build_serves_wheels_on_loopback_and_adds_cas(
+    docker_client: Any, tmp_path: Path, project: str
+) -> None:
+    """A host-network build sees the wheel folder over loopback and the extra CAs in its context,
+    while .dockerignore keeps the rest out."""
+    context = tmp_path / "context"
+    (context / "extra-ca").mkdir(parents=True)
+    (context / "ignored.txt").write_text("must not reach the engine")
+    (context / ".dockerignore").write_text("ignored.txt\n")
+    (context / "Dockerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG WHEELS_URL=\n"
+        "COPY . /tmp/context/\n"
+        'RUN python -c "import sys, urllib.request; '
+        "print(urllib.request.urlopen(sys.argv[1] + 'probe.whl').read().decode())\" "
+        '"$WHEELS_URL" > /tmp/probe\n'
+    )
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "probe.whl").write_text("wheel bytes")
+    ca = tmp_path / "proxy.crt"
+    ca.write_text("not really a certificate")
+    tag = f"{project}:build"
+    lines: list[str] = []
+    try:
+        build_image(
+            docker_client,
+            ImageBuild(tag=tag, context=context, base_image=IMAGE, wheel_dir=wheels, extra_ca=[ca]),
+            on_log=lines.append,
+        )
+        out = docker_client.containers.run(
+            tag,
+            ["sh", "-c", "cat /tmp/probe; ls /tmp/context /tmp/context/extra-ca"],
+            network_mode="none",
+            remove=True,
+        ).decode()
+    finally:
+        docker_client.images.remove(tag, force=True)
+    assert "wheel bytes" in out
+    assert "proxy.crt" in out and "ignored.txt" not in out
+    assert lines, "the build's log lines reach on_log"
+    assert not list(context.joinpath("extra-ca").iterdir()), "the working tree stays untouched"
