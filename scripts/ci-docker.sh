@@ -4,8 +4,9 @@
 # that every honest node ends on the same head.
 #
 #   scripts/ci-docker.sh image     # engine, base image, project image, smoke checks inside it
+#   scripts/ci-docker.sh tests     # the engine tests (pytest -m docker tests/engine) against the image
 #   scripts/ci-docker.sh network   # the network scenario (builds the image first if it is missing)
-#   scripts/ci-docker.sh [all]     # both
+#   scripts/ci-docker.sh [all]     # image, tests, network
 #
 # Safe on machines without a bridge (notes/docker.md): dockerd is started only as
 # `dockerd --bridge=none --iptables=false --ip-masq=false --ip-forward=false`, every build and
@@ -25,8 +26,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 STAGE=${1:-all}
-case "$STAGE" in image | network | all) ;; *)
-  echo "usage: $0 [image|network|all]" >&2
+case "$STAGE" in image | tests | network | all) ;; *)
+  echo "usage: $0 [image|tests|network|all]" >&2
   exit 2
   ;;
 esac
@@ -222,6 +223,17 @@ print(\"torch\", torch.__version__, \"cuda\", torch.cuda.is_available())
 "' >&2 || die "smoke checks failed in $IMAGE"
 }
 
+# --- engine tests: SDK primitives, compose config, a health-gated host-network compose run --------
+run_engine_tests() {
+  ensure_compose
+  docker image inspect "$IMAGE" >/dev/null 2>&1 || { ensure_base_image; build_image; }
+  local python=${QBFL_PYTHON:-.venv/bin/python}
+  [ -x "$python" ] || die "no $python: run 'make setup' first (or set QBFL_PYTHON)"
+  log "engine tests against $IMAGE"
+  QBFL_TEST_IMAGE="$IMAGE" "$python" -m pytest -q -m docker tests/engine -p no:cacheprovider ||
+    die "engine tests failed"
+}
+
 # --- the network scenario ---------------------------------------------------------------------------
 # Status of one node through `qbfl-node status --json` inside its own container (host network).
 node_status() {
@@ -368,11 +380,13 @@ case "$STAGE" in
     build_image
     smoke_image
     ;;
+  tests) run_engine_tests ;;
   network) run_network ;;
   all)
     ensure_base_image
     build_image
     smoke_image
+    run_engine_tests
     run_network
     ;;
 esac
