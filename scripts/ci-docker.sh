@@ -66,6 +66,7 @@ cleanup() {
     fi
     log "tearing down compose project $PROJECT"
     compose down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1
+    [ "$rc" -ne 0 ] || rm -f "$COMPOSE_FILE"  # kept after a failure, for a look
   fi
   [ -z "$WHEEL_SERVER_PID" ] || { kill "$WHEEL_SERVER_PID" 2>/dev/null && wait "$WHEEL_SERVER_PID" 2>/dev/null; }
   for ca in "${COPIED_CAS[@]}"; do rm -f "$ca"; done
