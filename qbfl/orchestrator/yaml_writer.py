@@ -80,7 +80,7 @@ def scalar(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
-        if _PLAIN.match(value) and not _RESERVED.match(value):
+        if _PLAIN.fullmatch(value) and not _RESERVED.fullmatch(value):
             return value
         return quote(value)
     raise TypeError(f"cannot write {type(value).__name__} as a YAML scalar")
