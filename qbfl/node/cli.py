@@ -10,6 +10,7 @@ import click
 
 from qbfl.command_line import QbflGroup
 from qbfl.node.config import BASE_PORT, DEFAULT_PUBLISHER, NodeConfig
+from qbfl.node.health_cli import health
 from qbfl.node.roles import ROLES, parse_roles
 
 
@@ -165,6 +166,8 @@ def status(address: str, as_json: bool, timeout: float) -> None:
         if key in doc:
             click.echo(f"{key:12} {doc[key]}")
 
+
+main.add_command(health)
 
 if __name__ == "__main__":
     main()

@@ -53,10 +53,10 @@ def parse_roles(items: Iterable[str]) -> Roles:
     """Roles from `--malicious` values; each may join several with '+' (`random+byzantine`)."""
     names: list[str] = []
     for item in items:
-        names += [n.strip() for n in item.split("+") if n.strip()]
+        names += [n.strip() for n in item.split("+")]
     unknown = [n for n in names if n not in ROLES]
     if unknown:
-        raise ConfigError(f"unknown malicious role(s) {unknown}; valid: {', '.join(ROLES)}")
+        raise ConfigError(f"unknown role(s) {unknown}; valid: {', '.join(ROLES)}")
     models = sorted({n for n in names if n in MODEL_ROLES})
     if len(models) > 1:
         raise ConfigError(f"a node takes at most one model attack, got {models}")

@@ -14,6 +14,7 @@ from qbfl.command_line import QbflGroup
 from qbfl.learning.attacks import ATTACKS
 from qbfl.learning.data import DATASETS
 from qbfl.node.roles import RoleGroup, parse_roles
+from qbfl.orchestrator.deploy_cli import compose, k8s
 from qbfl.orchestrator.network_cli import COMMANDS as NETWORK_COMMANDS
 from qbfl.orchestrator.network_cli import LinkList, MaliciousArg, model_only
 
@@ -206,7 +207,7 @@ def simulate(
     sys.stdout.flush()
 
 
-for _command in NETWORK_COMMANDS:
+for _command in (*NETWORK_COMMANDS, compose, k8s):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from qbfl.command_line import QbflGroup
+from qbfl.publisher.health_cli import health
 from qbfl.publisher.workspace import DEFAULT_DIR
 
 DEFAULT_LISTEN = "127.0.0.1:50050"
@@ -192,6 +193,8 @@ def serve(directory: Path, listen: str, log_format: str, observe: bool, linger: 
         log.info("publisher stopped")
     sys.exit(0)
 
+
+main.add_command(health)
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ one-time use, and an eavesdropped link that aborts and keeps nothing."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,6 +77,9 @@ def test_a_session_gives_both_ends_the_same_committed_chunks(pair) -> None:  # t
     assert high.wait_for(3, 4, timeout_s=30)
     a, b = low.store(8), high.store(3)
     assert a is not None and b is not None and a.epochs == b.epochs
+    deadline = time.monotonic() + 20  # high's own wait may have started one more session
+    while (a.sessions, a.next_index) != (b.sessions, b.next_index) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert a.sessions == b.sessions >= 1 and a.next_index == b.next_index
     bits, ref = a.allocate()  # low signs with an even chunk …
     revealed, ref_b = b.reveal(ref.index)  # … that high can reveal once
