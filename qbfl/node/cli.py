@@ -89,9 +89,9 @@ def main() -> None:
 @click.option(
     "--linger",
     type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="Seconds to keep serving peers after the task's last block.",
+    default=None,
+    help="Exit this many seconds after the task's last block [default: keep serving the ledger "
+    "to peers and observers until SIGTERM/Ctrl-C].",
 )
 @click.option(
     "--publisher-retries",
@@ -113,7 +113,7 @@ def start(
     metrics_port: int | None,
     eavesdrop: tuple[int, ...],
     qkd: str,
-    linger: float,
+    linger: float | None,
     publisher_retries: int,
 ) -> None:
     from qbfl.node.process import NodeShell

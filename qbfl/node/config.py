@@ -44,7 +44,7 @@ class NodeConfig:
     log_format: str = "text"
     metrics_port: int | None = None
     eavesdrop: tuple[int, ...] = ()  # peers whose quantum channel with this node is tapped
-    linger_s: float = 30.0  # keep serving the ledger this long after the task's last block
+    linger_s: float | None = None  # exit this long after the last block; None: serve until stopped
     publisher_retries: int = 8  # attempts (with capped backoff) before giving up on the publisher
     genesis_wait_s: float = 600.0  # how long to wait for the other nodes to register
     qkd: str = "bb84"
@@ -62,7 +62,11 @@ class NodeConfig:
             raise ConfigError("--metrics-port must be a TCP port")
         if self.node_id in self.eavesdrop:
             raise ConfigError("--eavesdrop names a peer, not this node")
-        if self.linger_s < 0 or self.genesis_wait_s <= 0 or self.publisher_retries < 1:
+        if (
+            (self.linger_s is not None and self.linger_s < 0)
+            or self.genesis_wait_s <= 0
+            or self.publisher_retries < 1
+        ):
             raise ConfigError("linger must be >= 0, genesis wait > 0 and retries >= 1")
         if self.qkd not in ("bb84", "seeded"):
             raise ConfigError("--qkd must be bb84 or seeded")

@@ -632,9 +632,22 @@ class NodeShell:
             self._trainer.request(self._runtime.round)
 
     def _wait_until_done(self) -> None:
+        announced = False
         while not self._stop.wait(0.2):
             done_at = self._done_at
-            if done_at is not None and self._clock() - done_at >= self.config.linger_s:
+            if done_at is None:
+                continue
+            if self.config.linger_s is None:
+                if not announced:
+                    log.info(
+                        "node %d: task complete at height %d; still serving the ledger to peers "
+                        "(SIGTERM or Ctrl-C to stop)",
+                        self.node_id,
+                        self._runtime.height if self._runtime else 0,
+                    )
+                    announced = True
+                continue
+            if self._clock() - done_at >= self.config.linger_s:
                 log.info(
                     "node %d: task complete at height %d; exiting after %.0f s of serving peers",
                     self.node_id,

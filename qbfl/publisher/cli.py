@@ -12,7 +12,8 @@ import click
 
 from qbfl.command_line import QbflGroup
 from qbfl.publisher.health_cli import health
-from qbfl.publisher.workspace import DEFAULT_DIR
+
+DEFAULT_DIR = Path("qbfl-data") / "publisher"  # (workspace.py imports torch: not at CLI import)
 
 DEFAULT_LISTEN = "127.0.0.1:50050"
 log = logging.getLogger("qbfl.publisher")
@@ -131,11 +132,13 @@ def init(
 @click.option(
     "--linger",
     type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="Seconds to keep serving after the task's last block (with --observe), then exit.",
+    default=None,
+    help="Exit this many seconds after the task's last block (with --observe) [default: keep "
+    "serving until SIGTERM/Ctrl-C].",
 )
-def serve(directory: Path, listen: str, log_format: str, observe: bool, linger: float) -> None:
+def serve(
+    directory: Path, listen: str, log_format: str, observe: bool, linger: float | None
+) -> None:
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
     from qbfl._proto.v1 import publisher_pb2_grpc
@@ -184,7 +187,7 @@ def serve(directory: Path, listen: str, log_format: str, observe: bool, linger: 
             if registry.genesis is not None and not stop.is_set():
                 observer = ChainObserver(registry.genesis, summary_path=directory / "summary.json")
                 observer.run(stop)
-                if observer.done:
+                if observer.done and linger is not None:
                     stop.wait(linger)
                     return
         stop.wait()

@@ -29,8 +29,6 @@ from qbfl.ledger.registration import Registration
 from qbfl.ledger.signer import digest
 from qbfl.orchestrator.simulate import TASK_ROUNDS
 
-DEFAULT_DIR = Path("qbfl-data") / "publisher"
-
 
 class WorkspaceError(QbflError):
     """The publisher directory is missing, incomplete or holds a different task."""

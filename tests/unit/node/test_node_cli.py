@@ -77,3 +77,10 @@ def test_json_log_lines_are_json_objects() -> None:
     )
     doc = json.loads(JsonFormatter().format(record))
     assert doc["msg"] == "block 3" and doc["level"] == "info" and doc["logger"] == "qbfl.node"
+
+
+def test_the_command_lines_import_no_torch() -> None:
+    # `qbfl-node health` runs every few seconds in every container: it must stay light
+    code = "import sys, qbfl.node.cli, qbfl.publisher.cli; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -88,6 +88,9 @@ def test_a_session_gives_both_ends_the_same_committed_chunks(pair) -> None:  # t
         b.reveal(ref.index)
     receipt, commitment = ReceiptCache(low.public_keys).commitment_of(ref)
     assert receipt.pair == (3, 8) and len(commitment) == 16
+    deadline = time.monotonic() + 10  # the session's statistics land just after its keys
+    while low.status()["links"]["8"]["sessions"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     status = low.status()
     assert status["links"]["8"]["sessions"] >= 1 and status["stock_bits"]["8"] > 0
 
