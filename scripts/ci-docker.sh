@@ -19,7 +19,7 @@
 # build; default /opt/wheels when it holds wheels) and QBFL_WHEEL_PORT (39847), QBFL_TORCH_INDEX_URL (default: none when local
 # wheels are served, else PyTorch's CPU index), QBFL_EXTRA_CA_DIR (*.crt copied into extra-ca/ for a
 # TLS-inspecting proxy; default /usr/local/share/ca-certificates), QBFL_CI_WORK (work folder),
-# QBFL_CI_NODES (5), QBFL_CI_ROUNDS (8), QBFL_CI_BLOCKS (3, blocks before the kill),
+# QBFL_CI_NODES (5), QBFL_CI_ROUNDS (60), QBFL_CI_BLOCKS (3, blocks before the kill),
 # QBFL_CI_TIMEOUT (seconds per wait, 900), QBFL_CI_STALL (seconds without progress = stalled, 300).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +38,7 @@ BASE_IMAGE=${QBFL_BASE_IMAGE:-qbfl-base:bookworm}
 MIRROR=${QBFL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 EXTRA_CA_DIR=${QBFL_EXTRA_CA_DIR-/usr/local/share/ca-certificates}
 NODES=${QBFL_CI_NODES:-5}
-ROUNDS=${QBFL_CI_ROUNDS:-8}
+ROUNDS=${QBFL_CI_ROUNDS:-60}  # rounds take ~1 s at 5 nodes: the kill must land mid-run
 BLOCKS=${QBFL_CI_BLOCKS:-3}
 TIMEOUT=${QBFL_CI_TIMEOUT:-900}
 STALL=${QBFL_CI_STALL:-300}
@@ -247,7 +247,8 @@ honest_heads() {
   local id out
   for id in "${HONEST[@]}"; do
     if out=$(node_status "$id"); then
-      python3 -c 'import json, sys; s = json.loads(sys.argv[1]); print(s["height"], s["head_hash"], str(s.get("catching_up", False)).lower())' "$out"
+      # a node still starting (genesis not verified) has no head yet: it counts as not answering
+      python3 -c 'import json, sys; s = json.loads(sys.argv[1]); print(*((s["height"], s["head_hash"], str(s.get("catching_up", True)).lower()) if s.get("head_hash") else ("-", "-", "-")))' "$out"
     else
       echo "- - -"
     fi

@@ -106,6 +106,7 @@ class NodeShell:
             "node": self.node_id,
             "state": "starting",
             "height": 0,
+            "head_hash": None,
             "catching_up": True,
             "role": config.roles.label,
         }
