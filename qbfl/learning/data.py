@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gzip
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -137,18 +138,74 @@ def _decode(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarra
 
 @functools.lru_cache(maxsize=8)
 def _train_stats(train_images_path: Path) -> tuple[float, float]:
+    """Mean and standard deviation of the training pixels in [0, 1].
+
+    From the histogram of the 256 pixel values: exact, and without the 376 MB float64 copy of
+    MNIST that `astype(float64).std()` made in every process (50 node containers starting at once
+    would need 18 GB for it). The float32 values the normalisation uses are the same (checked on
+    both datasets).
+    """
     images = read_idx(train_images_path, magic=_IMAGE_MAGIC, ndim=3)
-    scaled = images.astype(np.float64) / 255.0
-    return float(scaled.mean()), float(scaled.std())
+    counts = np.bincount(images.ravel(), minlength=256).astype(np.float64)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    n = counts.sum()
+    mean = float((counts * values).sum() / n)
+    std = float(np.sqrt((counts * (values - mean) ** 2).sum() / n))
+    return mean, std
 
 
-@functools.lru_cache(maxsize=8)
-def _load(train_images_path: Path, images_path: Path, labels_path: Path) -> ImageDataset:
-    mean, std = _train_stats(train_images_path)
-    images, labels = _decode(images_path, labels_path)
+def _normalise(images: np.ndarray, mean: float, std: float) -> torch.Tensor:
     x = torch.from_numpy(images.astype(np.float32) / np.float32(255.0))
-    x = ((x - mean) / std).unsqueeze(1).contiguous()
-    return ImageDataset(images=x, labels=torch.from_numpy(labels.astype(np.int64)))
+    return ((x - mean) / std).unsqueeze(1).contiguous()
+
+
+_DECODED: dict[tuple[Path, Path, Path], ImageDataset] = {}
+
+
+def _load(train_images_path: Path, images_path: Path, labels_path: Path) -> ImageDataset:
+    key = (train_images_path, images_path, labels_path)
+    held = _DECODED.get(key)
+    if held is None:
+        mean, std = _train_stats(train_images_path)
+        images, labels = _decode(images_path, labels_path)
+        held = ImageDataset(
+            images=_normalise(images, mean, std),
+            labels=torch.from_numpy(labels.astype(np.int64)),
+        )
+        if len(_DECODED) >= 8:
+            _DECODED.pop(next(iter(_DECODED)))
+        _DECODED[key] = held
+    return held
+
+
+def load_shard(
+    name: str,
+    split: Literal["train", "test"],
+    select: Callable[[np.ndarray], np.ndarray],
+    data_dir: Path | None = None,
+) -> ImageDataset:
+    """The rows `select(labels)` of a split, normalised exactly as `load_dataset` normalises them.
+
+    A node needs its 775 training images, not all 60 000: unless the whole split is already
+    decoded in this process (a forkserver parent preloads it, shared by its children), only the
+    selected rows are normalised (~2 MB instead of the split's 188 MB of float32).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    train_images, _ = locate(name, "train", data_dir)
+    images_path, labels_path = locate(name, split, data_dir)
+    key = (train_images.resolve(), images_path.resolve(), labels_path.resolve())
+    held = _DECODED.get(key)
+    if held is not None:
+        index = torch.from_numpy(np.asarray(select(held.labels.numpy()), dtype=np.int64))
+        return ImageDataset(held.images[index].clone(), held.labels[index].clone())
+    mean, std = _train_stats(key[0])
+    images, labels = _decode(key[1], key[2])
+    rows = np.asarray(select(labels), dtype=np.int64)
+    return ImageDataset(
+        images=_normalise(images[rows], mean, std),
+        labels=torch.from_numpy(labels[rows].astype(np.int64)),
+    )
 
 
 def load_dataset(

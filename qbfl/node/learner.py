@@ -13,7 +13,7 @@ import torch
 
 from qbfl.errors import ConfigError, InvalidUpdate
 from qbfl.learning.attacks import ATTACKS, Attack, get_attack
-from qbfl.learning.data import load_dataset
+from qbfl.learning.data import load_shard
 from qbfl.learning.models import build_model, load_flat_, param_count
 from qbfl.learning.partition import client_indices
 from qbfl.learning.training import (
@@ -67,11 +67,13 @@ class Learner:
                 f"genesis holds {self._params.size} parameters, model {task.model!r} has "
                 f"{param_count(self._model)}"
             )
-        train = load_dataset(str(task.task), "train", data_dir)
-        rows = client_indices(train.labels.numpy(), node_id, n_clients=task.n_nodes, seed=task.seed)
-        index = torch.from_numpy(rows)
-        self._images = train.images[index].clone()
-        self._labels = train.labels[index].clone()
+        shard = load_shard(
+            str(task.task),
+            "train",
+            lambda labels: client_indices(labels, node_id, n_clients=task.n_nodes, seed=task.seed),
+            data_dir,
+        )
+        self._images, self._labels = shard.images, shard.labels
         base = TASK_TRAIN_CONFIG[str(task.task)]
         self._cfg = dataclasses.replace(
             base, lr=task.lr, clip_norm=None if dp else DEFAULT_CLIP_NORM

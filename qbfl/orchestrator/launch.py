@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -193,10 +194,45 @@ def run_up(
     stream: TextIO = sys.stdout,
     monitor: Callable[[NetworkPlan], None] | None = None,
 ) -> dict[str, Any]:
-    """Start the network, follow it to `rounds` blocks, stop it; the summary (raises ChainStalled)."""
+    """Start the network on this machine's processes, follow it to `rounds` blocks, stop it; the
+    summary (raises ChainStalled)."""
+    roles = assign_roles(config.malicious, config.nodes, config.seed)
+    out = _prepare_out(config)
+    plan = _plan(config, roles)
+    backend = LocalBackend(plan, preload_task=config.task)
+    display = LiveDisplay(stream)
+    display.log(
+        f"starting {config.nodes} nodes ({describe(roles)}) and a publisher on 127.0.0.1; "
+        f"logs in {out / 'logs'}"
+    )
+    # SIGTERM (`down`, or a supervisor) must run the `finally` below that stops every node
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with locked(out):
+            plan.orchestrator_pid = os.getpid()
+            backend.start_publisher(out / "publisher")
+            for entry in plan.nodes:
+                backend.start_node(entry.node_id)
+            plan.save()
+        summary = follow(
+            config,
+            plan,
+            display,
+            stop=backend.stop_all,
+            monitor=None if monitor is None else (lambda: monitor(plan)),
+        )
+        summary.update(backend="local", malicious=describe(roles))
+        _write_results(out, summary, summary["phases_per_round"], config)
+        return summary
+    finally:
+        backend.stop_all()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _prepare_out(config: UpConfig) -> Path:
+    """OUT with its publisher directory initialised for the task (refusing a stale network)."""
     from qbfl.publisher.workspace import Workspace, build_task
 
-    roles = assign_roles(config.malicious, config.nodes, config.seed)
     spec = build_task(
         task=config.task,
         nodes=config.nodes,
@@ -217,113 +253,103 @@ def run_up(
         )
     (out / "logs").mkdir(parents=True, exist_ok=True)
     Workspace.create(out / "publisher", spec)
-    plan = _plan(config, roles)
-    backend = LocalBackend(plan, preload_task=config.task)
-    display = LiveDisplay(stream)
-    display.log(
-        f"starting {config.nodes} nodes ({describe(roles)}) and a publisher on 127.0.0.1; "
-        f"logs in {out / 'logs'}"
-    )
+    return out
+
+
+def follow(
+    config: UpConfig,
+    plan: NetworkPlan,
+    display: LiveDisplay,
+    *,
+    stop: Callable[[], dict[int, int | None]],
+    monitor: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Wait for the genesis, follow the chain to `rounds` blocks with the live display, stop the
+    nodes (`stop` returns their exit codes) and return the summary: the loop every backend shares."""
+    out = Path(plan.out)
     started = time.monotonic()
-    records: list[dict[str, Any]] = []
-    # SIGTERM (`down`, or a supervisor) must run the `finally` below that stops every node
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        with locked(out):
-            plan.orchestrator_pid = __import__("os").getpid()
-            backend.start_publisher(out / "publisher")
-            for entry in plan.nodes:
-                backend.start_node(entry.node_id)
-            plan.save()
-        genesis = _wait_for_genesis(plan.publisher_listen, config.genesis_timeout_s)
-        display.log(f"genesis {genesis.block_hash.hex()[:16]}… signed; {config.rounds} rounds")
-        addresses = {e.node_id: e.listen for e in plan.nodes}
-        phases: dict[str, float] = {}
+    genesis = _wait_for_genesis(plan.publisher_listen, config.genesis_timeout_s)
+    display.log(f"genesis {genesis.block_hash.hex()[:16]}… signed; {config.rounds} rounds")
+    addresses = {e.node_id: e.listen for e in plan.nodes}
+    phases: dict[str, float] = {}
 
-        def on_round(r: ObservedRound) -> None:
-            records.append({"round": r.round})
-            display.log(
-                f"round {r.round:>4}/{config.rounds}  acc {100 * r.accuracy:6.2f}%  view {r.view}  "
-                f"selected {r.selected} (malicious {r.malicious_selected})  stake honest "
-                f"{r.honest_stake:.2f} malicious "
-                + ("-" if math.isnan(r.malicious_stake) else f"{r.malicious_stake:.2f}")
-                + f"  at {r.at_s:.1f} s"
-            )
-
-        observer = ChainObserver(
-            genesis, addresses=addresses, on_round=on_round, defer=config.defer_evaluation
-        )
-        observer.roles = {e.node_id: e.role for e in plan.nodes}
-        if not config.defer_evaluation:
-            observer.prepare()
-        last_progress = time.monotonic()
-        last_height = 0
-        statuses: dict[int, dict[str, Any]] = {}
-        next_status = 0.0
-        rows: list[dict[str, Any]] = []
-
-        milestones: dict[str, dict[str, dict[str, float]]] = {}  # round → node → milestone → t
-
-        def poll_statuses() -> None:
-            # every 2 s at most, not per block: 50 status calls per block were measurable load
-            nonlocal statuses, next_status, last_height, phases
-            statuses = node_statuses(plan)
-            for node_id, status in statuses.items():
-                for r, marks in status.get("milestones", {}).items():
-                    milestones.setdefault(r, {}).setdefault(str(node_id), {}).update(marks)
-            next_status = time.monotonic() + 2.0
-            _reload_pids(plan)
-            for r in observer.rounds[last_height:]:
-                phases = _phases_of(r.round, statuses, observer)
-                rows.append(_row(r, phases))
-            last_height = len(observer.rounds)
-
-        while not observer.done:
-            applied = observer.poll_once()
-            now = time.monotonic()
-            if applied:
-                last_progress = now
-                if monitor is not None:
-                    monitor(plan)
-            if now >= next_status:
-                poll_statuses()
-            display.show(_status_lines(config, observer, statuses, phases, started))
-            if now - last_progress > config.stall_after_s:
-                raise ChainStalled(
-                    f"chain stalled at height {observer.chain.height}: no new block for "
-                    f"{config.stall_after_s:.0f} s (logs in {out / 'logs'})"
-                )
-            if not applied:
-                time.sleep(0.3)
-        poll_statuses()  # the milestones of the last rounds
-        observer.finish_evaluation()
-        for row in rows:  # accuracy evaluated after the run when deferred
-            row["accuracy"] = observer.accuracy_at(row["round"])
-        nodes = observer.node_summaries()
-        summary = observer.summary(nodes)
-        timed = [r["round_s"] for r in rows if "round_s" in r]
-        if timed:
-            summary["mean_round_s"] = sum(timed) / len(timed)
-        summary.update(
-            backend="local",
-            out=str(out),
-            malicious=describe(roles),
-            wall_seconds=time.monotonic() - started,
-            phases_per_round=rows,
-        )
-        exit_codes = backend.stop_all()
-        summary["exit_codes"] = {str(k): v for k, v in sorted(exit_codes.items())}
-        _write_results(out, summary, rows, config)
-        (out / "milestones.json").write_text(json.dumps(milestones, sort_keys=True) + "\n")
+    def on_round(r: ObservedRound) -> None:
         display.log(
-            f"done: height {observer.chain.height}, final accuracy "
-            f"{100 * (summary['final_accuracy'] or 0):.2f}%, honest heads agree: "
-            f"{summary['honest_heads_agree']}; wrote {out / 'summary.json'}"
+            f"round {r.round:>4}/{config.rounds}  acc {100 * r.accuracy:6.2f}%  view {r.view}  "
+            f"selected {r.selected} (malicious {r.malicious_selected})  stake honest "
+            f"{r.honest_stake:.2f} malicious "
+            + ("-" if math.isnan(r.malicious_stake) else f"{r.malicious_stake:.2f}")
+            + f"  at {r.at_s:.1f} s"
         )
-        return summary
-    finally:
-        backend.stop_all()
-        signal.signal(signal.SIGTERM, previous)
+
+    observer = ChainObserver(
+        genesis, addresses=addresses, on_round=on_round, defer=config.defer_evaluation
+    )
+    observer.roles = {e.node_id: e.role for e in plan.nodes}
+    if not config.defer_evaluation:
+        observer.prepare()
+    last_progress = time.monotonic()
+    last_height = 0
+    statuses: dict[int, dict[str, Any]] = {}
+    next_status = 0.0
+    rows: list[dict[str, Any]] = []
+    milestones: dict[str, dict[str, dict[str, float]]] = {}  # round → node → milestone → t
+
+    def poll_statuses() -> None:
+        # every 2 s at most, not per block: 50 status calls per block were measurable load
+        nonlocal statuses, next_status, last_height, phases
+        statuses = node_statuses(plan)
+        for node_id, status in statuses.items():
+            for r, marks in status.get("milestones", {}).items():
+                milestones.setdefault(r, {}).setdefault(str(node_id), {}).update(marks)
+        next_status = time.monotonic() + 2.0
+        if plan.backend == "local":
+            _reload_pids(plan)
+        for r in observer.rounds[last_height:]:
+            phases = _phases_of(r.round, statuses, observer)
+            rows.append(_row(r, phases))
+        last_height = len(observer.rounds)
+
+    while not observer.done:
+        applied = observer.poll_once()
+        now = time.monotonic()
+        if applied:
+            last_progress = now
+            if monitor is not None:
+                monitor()
+        if now >= next_status:
+            poll_statuses()
+        display.show(_status_lines(config, observer, statuses, phases, started))
+        if now - last_progress > config.stall_after_s:
+            raise ChainStalled(
+                f"chain stalled at height {observer.chain.height}: no new block for "
+                f"{config.stall_after_s:.0f} s (logs in {out / 'logs'})"
+            )
+        if not applied:
+            time.sleep(0.3)
+    poll_statuses()  # the milestones of the last rounds
+    observer.finish_evaluation()
+    for row in rows:  # accuracy evaluated after the run when deferred
+        row["accuracy"] = observer.accuracy_at(row["round"])
+    nodes = observer.node_summaries()
+    summary = observer.summary(nodes)
+    timed = [r["round_s"] for r in rows if "round_s" in r]
+    if timed:
+        summary["mean_round_s"] = sum(timed) / len(timed)
+    exit_codes = stop()
+    summary.update(
+        out=str(out),
+        wall_seconds=time.monotonic() - started,
+        phases_per_round=rows,
+        exit_codes={str(k): v for k, v in sorted(exit_codes.items())},
+    )
+    (out / "milestones.json").write_text(json.dumps(milestones, sort_keys=True) + "\n")
+    display.log(
+        f"done: height {observer.chain.height}, final accuracy "
+        f"{100 * (summary['final_accuracy'] or 0):.2f}%, honest heads agree: "
+        f"{summary['honest_heads_agree']}; wrote {out / 'summary.json'}"
+    )
+    return summary
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -84,6 +84,9 @@ class NetworkPlan:
     qkd: str = "bb84"
     linger_s: float = 30.0
     orchestrator_pid: int | None = None
+    backend: str = "local"  # or "docker": containers of `project`, from `image`
+    project: str | None = None
+    image: str | None = None
 
     @property
     def path(self) -> Path:

@@ -121,6 +121,21 @@ class LinkList(click.ParamType):
 @click.option(
     "--resume", is_flag=True, help="Continue the network already in --out (its keys and ledgers)."
 )
+@click.option(
+    "--image",
+    default="qbfl:latest",
+    show_default=True,
+    help="--backend docker: the image to run (built from the Dockerfile when missing).",
+)
+@click.option(
+    "--base-image", default=None, help="--backend docker: BASE_IMAGE build argument when building."
+)
+@click.option(
+    "--wheel-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="--backend docker: local wheels served on loopback while building (offline machines).",
+)
 def up(
     backend: str,
     nodes: int,
@@ -140,13 +155,12 @@ def up(
     base_port: int,
     publisher_port: int,
     resume: bool,
+    image: str,
+    base_image: str | None,
+    wheel_dir: Path | None,
 ) -> None:
     from qbfl.orchestrator.launch import UpConfig, run_up
 
-    if backend == "docker":
-        raise click.UsageError(
-            "--backend docker: see docs/containers.md (`docker compose up`) until the SDK backend lands"
-        )
     config = UpConfig(
         task=task,
         nodes=nodes,
@@ -166,7 +180,12 @@ def up(
         stall_s=stall,
         resume=resume,
     )
-    summary = run_up(config)
+    if backend == "docker":
+        from qbfl.orchestrator.docker_launch import run_up_docker
+
+        summary = run_up_docker(config, image=image, base_image=base_image, wheel_dir=wheel_dir)
+    else:
+        summary = run_up(config)
     sys.exit(0 if summary.get("honest_heads_agree") else 1)
 
 
@@ -179,7 +198,14 @@ def up(
 )
 def down(out: Path) -> None:
     from qbfl.orchestrator.launch import stop_network
+    from qbfl.orchestrator.local import NetworkPlan
 
+    if NetworkPlan.load(out).backend == "docker":
+        from qbfl.orchestrator.docker_launch import down_containers
+
+        removed = down_containers(NetworkPlan.load(out))
+        click.echo(f"removed {len(removed)} container(s) and volume(s)")
+        return
     stopped = stop_network(out)
     click.echo(
         f"stopped {len(stopped)} process(es)" + (f": {', '.join(stopped)}" if stopped else "")
@@ -238,6 +264,11 @@ def perturb(node: int, action: str, seconds: float, out: Path) -> None:
 
     with locked(out):
         plan = NetworkPlan.load(out)
+    if plan.backend == "docker":
+        from qbfl.orchestrator.docker_launch import perturb_container
+
+        click.echo(perturb_container(plan, node, action, seconds))
+        return
     backend = LocalBackend(plan)
     message = backend.perturb(node, action, seconds, forkserver=False)
     with locked(out):

@@ -56,3 +56,17 @@ def test_apply_and_load_refuse_the_wrong_size(genesis) -> None:  # type: ignore[
         learner.apply(b"\x00" * 12)
     with pytest.raises(InvalidUpdate):
         learner.load(np.zeros(3, dtype=np.float32))
+
+
+def test_a_shard_alone_equals_the_rows_of_the_whole_split(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from qbfl.learning import data
+    from qbfl.learning.partition import client_indices
+
+    whole = data.load_dataset("mnist", "train")  # decoded and kept: the shard is sliced from it
+    rows = client_indices(whole.labels.numpy(), 3, n_clients=50, seed=0)
+    sliced = data.load_shard("mnist", "train", lambda y: client_indices(y, 3, n_clients=50, seed=0))
+    monkeypatch.setattr(data, "_DECODED", {})  # a fresh process: only the 775 rows are normalised
+    alone = data.load_shard("mnist", "train", lambda y: client_indices(y, 3, n_clients=50, seed=0))
+    for shard in (sliced, alone):
+        assert torch.equal(shard.images, whole.images[torch.from_numpy(rows)])
+        assert torch.equal(shard.labels, whole.labels[torch.from_numpy(rows)])
