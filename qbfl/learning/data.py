@@ -178,6 +178,12 @@ def _load(train_images_path: Path, images_path: Path, labels_path: Path) -> Imag
     return held
 
 
+def warm_up_shard_statistics(name: str, data_dir: Path | None = None) -> None:
+    """Compute (and cache) the training-set statistics a later `load_shard` needs."""
+    train_images, _ = locate(name, "train", data_dir)
+    _train_stats(train_images.resolve())
+
+
 def load_shard(
     name: str,
     split: Literal["train", "test"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +89,46 @@ def check_finite(update: torch.Tensor, what: str = "update") -> None:
         raise InvalidUpdate(f"{what} contains NaN or Inf")
 
 
+class PlainSGD:
+    """torch.optim.SGD's step as it runs on the CPU (its single-tensor path: no foreach, no
+    fused kernel), written out with the same operations in the same order — bit-identical
+    results (tests/unit/learning/test_training.py).
+
+    Why not torch.optim.SGD itself: its first step imports torch._dynamo (~820 modules, +70 MB
+    resident), a cost every node container and every standalone node process would pay once,
+    for nothing the clients use.
+    """
+
+    def __init__(
+        self, params: Iterable[nn.Parameter], *, lr: float, momentum: float, weight_decay: float
+    ) -> None:
+        self.params = list(params)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self._buffers: list[torch.Tensor | None] = [None] * len(self.params)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            grad = p.grad
+            if grad is None:
+                continue
+            if self.weight_decay != 0:
+                grad = grad.add(p, alpha=self.weight_decay)
+            if self.momentum != 0:
+                buf = self._buffers[i]
+                if buf is None:
+                    buf = torch.clone(grad).detach()
+                    self._buffers[i] = buf
+                else:
+                    buf.mul_(self.momentum).add_(grad, alpha=1)  # dampening 0
+                grad = buf
+            p.add_(grad, alpha=-self.lr)
+
+
 def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """One epoch's shuffled mini-batches of sample indices; the last batch may be short."""
     perm = torch.randperm(n, generator=generator)
@@ -117,7 +158,7 @@ def train_local(
         )
     model.to(device)
     w_old = flatten_params(model)
-    optimizer = torch.optim.SGD(
+    optimizer = PlainSGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     x_all, y_all = images.to(device), labels.to(device)
@@ -130,7 +171,7 @@ def train_local(
                 loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
                 if not bool(torch.isfinite(loss)):
                     raise InvalidUpdate(f"training loss became {float(loss.detach())}")
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()
                 loss.backward()
                 if cfg.clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)

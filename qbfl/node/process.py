@@ -43,7 +43,7 @@ from qbfl.consensus.viewstate import RoundTimeouts
 from qbfl.crypto.qds import QdsParams
 from qbfl.crypto.signing import SigningKey, load_seed, save_seed
 from qbfl.errors import ChainCorrupted, QbflError
-from qbfl.learning.data import load_dataset
+from qbfl.learning.data import warm_up_shard_statistics
 from qbfl.ledger.chain import Chain, InvalidBlock
 from qbfl.ledger.genesis import GenesisBlock, TaskSpec
 from qbfl.ledger.recovery import recover_ledger
@@ -515,12 +515,12 @@ class NodeShell:
         return boot.genesis
 
     def _warm_up(self, task: TaskSpec) -> None:
-        """Decode the dataset on a thread while waiting for the genesis (seconds on a cold start);
-        the Learner then finds it in the per-process cache."""
+        """Read the dataset and its statistics on a thread while waiting for the genesis (seconds
+        on a cold start); the Learner then decodes only this node's rows (load_shard)."""
 
         def load() -> None:
             with contextlib.suppress(Exception):  # the Learner reports a missing dataset itself
-                load_dataset(str(task.task), "train", self.config.dataset_dir)
+                warm_up_shard_statistics(str(task.task), self.config.dataset_dir)
 
         threading.Thread(target=load, name="dataset-warm-up", daemon=True).start()
 

@@ -113,3 +113,25 @@ def test_config_and_device_validation() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             select_device("cuda")
+
+
+def test_plain_sgd_is_bit_identical_to_torch_sgd() -> None:
+    import copy
+
+    from qbfl.learning.models import build_model
+    from qbfl.learning.training import PlainSGD
+
+    torch.manual_seed(0)
+    ours = build_model("fcnn-mpo", seed=3)
+    theirs = copy.deepcopy(ours)
+    sgd = PlainSGD(ours.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    reference = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    for step in range(12):
+        x = torch.randn(50, 1, 28, 28, generator=torch.Generator().manual_seed(step))
+        y = torch.randint(10, (50,), generator=torch.Generator().manual_seed(100 + step))
+        for model, opt in ((ours, sgd), (theirs, reference)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b)
