@@ -26,6 +26,13 @@ from qbfl.net.channel import insecure_channel
 
 log = logging.getLogger("qbfl.node")
 T = TypeVar("T")
+# Worth another try: not answering, too slow, or (RESOURCE_EXHAUSTED) answering that it is busy —
+# e.g. 50 containers starting at once on two cores fill the publisher's concurrent-RPC limit.
+_TRANSIENT = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
 
 
 class PublisherUnreachable(QbflError):
@@ -56,7 +63,7 @@ def _retry(
             return call()
         except grpc.RpcError as exc:
             code = exc.code()  # type: ignore[attr-defined]
-            if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            if code not in _TRANSIENT:
                 raise WrongGenesis(
                     f"publisher {publisher} refused {what}: {exc.details()}"
                 ) from exc  # type: ignore[attr-defined]
@@ -67,8 +74,9 @@ def _retry(
                     "HOST:PORT (default 127.0.0.1:50050)."
                 ) from exc
             log.warning(
-                "publisher %s unreachable (%s), attempt %d/%d; retrying in %.1f s",
+                "publisher %s %s (%s), attempt %d/%d; retrying in %.1f s",
                 publisher,
+                "busy" if code == grpc.StatusCode.RESOURCE_EXHAUSTED else "unreachable",
                 code.name,
                 attempt,
                 retries,

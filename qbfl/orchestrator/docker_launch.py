@@ -29,10 +29,12 @@ from qbfl.orchestrator.launch import (
     follow,
 )
 from qbfl.orchestrator.local import NetworkPlan, NodeEntry, locked
+from qbfl.orchestrator.memory import PeakMemory
 from qbfl.orchestrator.roles import parse_malicious_spec
 from qbfl.orchestrator.services import DATA_ROOT, NetworkSettings, TaskSettings, plan_network
 
 DEFAULT_IMAGE = "qbfl:latest"
+PUBLISHER_START_S = 300.0
 
 
 def project_name(out: Path) -> str:
@@ -108,6 +110,12 @@ def run_up_docker(
     project = project_name(out)
     net = DockerNetwork(project, image=image)
     display = LiveDisplay(stream)
+    if not config.resume and (leftovers := net.down(volumes=True)):
+        # The --out that recorded them is gone (checked above), so nothing can reach them any
+        # more; their volumes hold ledgers of another genesis, which a new node must not load.
+        display.log(
+            f"removed {len(leftovers)} leftovers of an earlier {project}: {leftovers[0]}, …"
+        )
     if not net.image_exists():
         display.log(f"building image {image} (base {base_image or 'the Dockerfile default'})")
         net.ensure_image(
@@ -127,33 +135,36 @@ def run_up_docker(
         f"starting {config.nodes} node containers ({describe(roles)}) and a publisher "
         f"(project {project}, image {image}, host network)"
     )
-    peak = {"pss_bytes": 0, "working_set_bytes": 0}
-
-    def memory() -> None:
-        usage = net.memory_all()
-        nodes = [u for name, u in usage.items() if name.startswith("node-")]
-        peak["pss_bytes"] = max(peak["pss_bytes"], sum(u.pss_bytes or 0 for u in nodes))
-        peak["working_set_bytes"] = max(
-            peak["working_set_bytes"], sum(u.working_set_bytes for u in nodes)
-        )
-
+    sampler = PeakMemory(net.memory_all)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with locked(out):
             plan.orchestrator_pid = os.getpid()
             plan.save()
-        net.start(plan_network(settings))
-        summary = follow(config, plan, display, stop=lambda: _stop(net), monitor=memory)
+        specs = plan_network(settings)
+        # As compose's `depends_on: service_healthy`: nodes give up on a publisher that does not
+        # answer within their retries, and 50 containers starting at once slow its start a lot.
+        net.start([s for s in specs if s.is_publisher])
+        net.wait_healthy("publisher", timeout=PUBLISHER_START_S)
+        net.start([s for s in specs if not s.is_publisher])
+        sampler.start()
+
+        def stop() -> dict[int, int | None]:
+            sampler.finish()
+            return _stop(net)
+
+        summary = follow(config, plan, display, stop=stop)
         summary.update(
             backend="docker",
             project=project,
             image=image,
             malicious=describe(roles),
-            container_memory_peak=peak,
+            memory_peak=sampler.peak,
         )
         _write_results(out, summary, summary["phases_per_round"], config)
         return summary
     finally:
+        sampler.finish()
         _stop(net)
         signal.signal(signal.SIGTERM, previous)
 

@@ -32,6 +32,7 @@ from qbfl.orchestrator.local import (
     locked,
     node_statuses,
 )
+from qbfl.orchestrator.memory import MemoryUsage, PeakMemory, process_memory
 from qbfl.orchestrator.phases import PHASES, round_phases
 
 
@@ -205,6 +206,7 @@ def run_up(
         f"starting {config.nodes} nodes ({describe(roles)}) and a publisher on 127.0.0.1; "
         f"logs in {out / 'logs'}"
     )
+    sampler = PeakMemory(lambda: _node_memory(plan))
     # SIGTERM (`down`, or a supervisor) must run the `finally` below that stops every node
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -214,19 +216,35 @@ def run_up(
             for entry in plan.nodes:
                 backend.start_node(entry.node_id)
             plan.save()
+        sampler.start()
+
+        def stop() -> dict[int, int | None]:
+            sampler.finish()
+            return backend.stop_all()
+
         summary = follow(
             config,
             plan,
             display,
-            stop=backend.stop_all,
+            stop=stop,
             monitor=None if monitor is None else (lambda: monitor(plan)),
         )
-        summary.update(backend="local", malicious=describe(roles))
+        summary.update(backend="local", malicious=describe(roles), memory_peak=sampler.peak)
         _write_results(out, summary, summary["phases_per_round"], config)
         return summary
     finally:
+        sampler.finish()
         backend.stop_all()
         signal.signal(signal.SIGTERM, previous)
+
+
+def _node_memory(plan: NetworkPlan) -> dict[str, MemoryUsage]:
+    usage = {}
+    for entry in plan.nodes:
+        found = process_memory(entry.pid) if entry.pid else None
+        if found is not None:
+            usage[f"node-{entry.node_id}"] = found
+    return usage
 
 
 def _prepare_out(config: UpConfig) -> Path:
@@ -256,6 +274,12 @@ def _prepare_out(config: UpConfig) -> Path:
     return out
 
 
+def _where_logs(plan: NetworkPlan) -> str:
+    if plan.backend == "docker":
+        return f"docker logs {plan.project}-node-N, until `qbfl-orchestrator down`"
+    return str(Path(plan.out) / "logs")
+
+
 def follow(
     config: UpConfig,
     plan: NetworkPlan,
@@ -269,6 +293,7 @@ def follow(
     out = Path(plan.out)
     started = time.monotonic()
     genesis = _wait_for_genesis(plan.publisher_listen, config.genesis_timeout_s)
+    genesis_after_s = time.monotonic() - started  # every node registered (start-up included)
     display.log(f"genesis {genesis.block_hash.hex()[:16]}… signed; {config.rounds} rounds")
     addresses = {e.node_id: e.listen for e in plan.nodes}
     phases: dict[str, float] = {}
@@ -323,7 +348,7 @@ def follow(
         if now - last_progress > config.stall_after_s:
             raise ChainStalled(
                 f"chain stalled at height {observer.chain.height}: no new block for "
-                f"{config.stall_after_s:.0f} s (logs in {out / 'logs'})"
+                f"{config.stall_after_s:.0f} s (logs: {_where_logs(plan)})"
             )
         if not applied:
             time.sleep(0.3)
@@ -340,6 +365,7 @@ def follow(
     summary.update(
         out=str(out),
         wall_seconds=time.monotonic() - started,
+        genesis_after_s=genesis_after_s,
         phases_per_round=rows,
         exit_codes={str(k): v for k, v in sorted(exit_codes.items())},
     )

@@ -84,5 +84,7 @@ def test_results_are_written(network: dict) -> None:
     out = Path(network["out"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["height"] == ROUNDS and len(summary["per_round"]) == ROUNDS
+    memory = summary["memory_peak"]  # sampled while the nodes ran
+    assert memory["samples"] >= 1 and 0 < memory["max_node_pss_bytes"] < memory["pss_bytes"]
     assert (out / "rounds.csv").read_text().count("\n") == ROUNDS + 1
     assert (out / "accuracy.png").stat().st_size > 1000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,24 @@ def test_real_mnist_if_installed() -> None:
         974,
         1009,
     ]
+
+
+def test_training_statistics_count_the_histogram_across_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qbfl.learning import data
+
+    monkeypatch.setattr(data, "_HISTOGRAM_SLICE", 1000)  # 64 images: 51 slices, the last partial
+    _write_split(tmp_path, "train", 64, seed=3)
+    path = tmp_path / "train-images-idx3-ubyte"
+    data._train_stats.cache_clear()
+    tracemalloc.start()
+    mean, std = data._train_stats(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # the file's 50 kB plus slices, not the 400 kB a whole-array bincount widens it to
+    assert peak < 150_000
+    pixels = read_idx(path, magic=0x803, ndim=3).astype(np.float64) / 255.0
+    assert mean == pytest.approx(pixels.mean(), rel=1e-12)
+    assert std == pytest.approx(pixels.std(), rel=1e-12)
+    data._train_stats.cache_clear()

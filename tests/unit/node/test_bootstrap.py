@@ -122,3 +122,34 @@ def test_waiting_for_other_nodes_gives_up_with_who_is_missing(publisher) -> None
             sleep=lambda s: None,
             clock=lambda: float(next(clock)),
         )
+
+
+def test_a_busy_publisher_is_retried(tmp_path: Path) -> None:
+    """RESOURCE_EXHAUSTED (its concurrent-RPC limit full) is transient: back off and ask again."""
+    import grpc
+
+    spec = build_task(
+        task="mnist", nodes=4, f=None, committee=3, rounds=3, qba="detectable", seed=0,
+        aggregator="qbfl", round_timeout_s=10.0, dp=False,
+    )  # fmt: skip
+    registry = Registry(Workspace.create(tmp_path / "pub", spec)[0])
+    busy = {"left": 2}
+
+    class Busy(PublisherServicer):
+        def GetTask(self, request, context):  # type: ignore[no-untyped-def]
+            if busy["left"]:
+                busy["left"] -= 1
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")
+            return super().GetTask(request, context)
+
+    server = grpc_server(4)
+    publisher_pb2_grpc.add_PublisherServicer_to_server(Busy(registry), server)
+    address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    try:
+        waits: list[float] = []
+        results = _boot_all(address, 4, sleep=waits.append)
+        assert all(r.genesis.block_hash == registry.genesis.block_hash for r in results.values())  # type: ignore[union-attr]
+        assert busy["left"] == 0 and 0.5 in waits
+    finally:
+        server.stop(0)
