@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "ledger": "qbfl.bench.ledger",
     "qkd": "qbfl.bench.qkd",
     "network": "qbfl.bench.network",
+    "backends": "qbfl.bench.backends",
 }
 
 

@@ -26,6 +26,9 @@ from qbfl.net.channel import insecure_channel
 
 log = logging.getLogger("qbfl.node")
 T = TypeVar("T")
+# Between GetGenesis polls: 50 nodes polling every 0.2 s were 250 calls a second on a publisher
+# that shares two cores with them, enough to fill its concurrent-call limit during a start-up.
+GENESIS_POLL_S = 0.5
 # Worth another try: not answering, too slow, or (RESOURCE_EXHAUSTED) answering that it is busy —
 # e.g. 50 containers starting at once on two cores fill the publisher's concurrent-RPC limit.
 _TRANSIENT = (
@@ -168,7 +171,7 @@ def bootstrap(
                     answer.expected,
                 )
                 last_note = waited
-            sleep(0.2)
+            sleep(GENESIS_POLL_S)
     finally:
         channel.close()
     genesis = GenesisBlock.decode(answer.genesis)

@@ -132,7 +132,7 @@ def run_up_docker(
     plan = _plan(config, settings, project, image)
     roles = assign_roles(config.malicious, config.nodes, config.seed)
     display.log(
-        f"starting {config.nodes} node containers ({describe(roles)}) and a publisher "
+        f"starting {config.nodes} node containers (malicious: {describe(roles)}) and a publisher "
         f"(project {project}, image {image}, host network)"
     )
     sampler = PeakMemory(net.memory_all)

@@ -203,7 +203,7 @@ def run_up(
     backend = LocalBackend(plan, preload_task=config.task)
     display = LiveDisplay(stream)
     display.log(
-        f"starting {config.nodes} nodes ({describe(roles)}) and a publisher on 127.0.0.1; "
+        f"starting {config.nodes} nodes (malicious: {describe(roles)}) and a publisher on 127.0.0.1; "
         f"logs in {out / 'logs'}"
     )
     sampler = PeakMemory(lambda: _node_memory(plan))
@@ -366,6 +366,7 @@ def follow(
         out=str(out),
         wall_seconds=time.monotonic() - started,
         genesis_after_s=genesis_after_s,
+        genesis_monotonic=started + genesis_after_s,  # this machine's clock: for benchmarks
         phases_per_round=rows,
         exit_codes={str(k): v for k, v in sorted(exit_codes.items())},
     )
