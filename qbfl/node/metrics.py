@@ -63,3 +63,40 @@ class MetricsServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def node_metrics(status: dict[str, Any]) -> str:
+    """A node's status document (`Ledger.Status`) as Prometheus samples (docs/network.md §7)."""
+    s = status
+    samples: list[Sample] = [
+        ("qbfl_height", {}, float(s.get("height", 0))),
+        ("qbfl_round", {}, float(s.get("round", 0))),
+        ("qbfl_view", {}, float(s.get("view", 0))),
+        ("qbfl_view_changes_total", {}, float(s.get("view_changes", 0))),
+        ("qbfl_stake", {}, float(s.get("stake", 0))),
+        ("qbfl_catching_up", {}, float(bool(s.get("catching_up", False)))),
+        ("qbfl_loop_queue_depth", {}, float(s.get("loop_depth", 0))),
+    ]
+    for key, value in sorted(s.get("counters", {}).items()):
+        parts = key.split(":")
+        if parts[0] == "received" and len(parts) == 2:
+            samples.append(("qbfl_messages_received_total", {"kind": parts[1]}, value))
+        elif parts[0] == "rejected":
+            samples.append(("qbfl_messages_rejected_total", {"reason": ":".join(parts[1:])}, value))
+        elif parts[0] == "sent" and len(parts) == 2:
+            samples.append(("qbfl_messages_sent_total", {"kind": parts[1]}, value))
+    for phase, seconds in s.get("phases", {}).items():
+        samples.append(("qbfl_phase_seconds", {"phase": phase}, seconds))
+    for pair, bits in s.get("qkd", {}).get("stock_bits", {}).items():
+        samples.append(("qbfl_qkd_key_stock_bits", {"peer": pair}, bits))
+    return render(
+        samples,
+        {
+            "qbfl_height": "height of the node's head block",
+            "qbfl_round": "round in progress",
+            "qbfl_view": "view of the round in progress",
+            "qbfl_stake": "this node's stake after the head block",
+            "qbfl_qkd_key_stock_bits": "unused QKD key bits shared with a peer",
+            "qbfl_phase_seconds": "duration of the last round's phases as seen by this node",
+        },
+    )

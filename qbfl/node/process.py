@@ -19,13 +19,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from qbfl._proto.v1 import common_pb2, node_pb2_grpc
+from qbfl._proto.v1 import common_pb2
 from qbfl.consensus.effects import Broadcast, CommitBlock, Effect, Send, SetTimer, ViewChanged
 from qbfl.consensus.envelope import MessageKind
 from qbfl.consensus.events import (
@@ -37,53 +35,36 @@ from qbfl.consensus.events import (
     TimerFired,
     event_for,
 )
-from qbfl.consensus.qba import QbaMode
-from qbfl.consensus.round import ConsensusNode
-from qbfl.consensus.viewstate import RoundTimeouts
-from qbfl.crypto.qds import QdsParams
-from qbfl.crypto.signing import SigningKey, load_seed, save_seed
-from qbfl.errors import ChainCorrupted, QbflError
+from qbfl.crypto.signing import SigningKey
+from qbfl.errors import QbflError
 from qbfl.learning.data import warm_up_shard_statistics
-from qbfl.ledger.chain import Chain, InvalidBlock
 from qbfl.ledger.genesis import GenesisBlock, TaskSpec
-from qbfl.ledger.recovery import recover_ledger
-from qbfl.ledger.store import LedgerStore, SqliteLedgerStore
-from qbfl.net.channel import server as grpc_server
+from qbfl.ledger.store import LedgerStore
 from qbfl.net.logs import setup_logging
 from qbfl.net.serde import Received, envelope_from_proto, envelope_to_proto
+from qbfl.node.assembly import (
+    LEDGER_FILE,
+    build_runtime,
+    held_genesis,
+    load_or_create_key,
+    open_store,
+)
 from qbfl.node.bootstrap import PublisherUnreachable, bootstrap
 from qbfl.node.config import NodeConfig
-from qbfl.node.learner import Learner
-from qbfl.node.ledgerwriter import LedgerWriter
 from qbfl.node.loop import EventLoop, Ticker, TrainingWorker
 from qbfl.node.memory import limit_arenas, trim
-from qbfl.node.metrics import MetricsServer, Sample, render
+from qbfl.node.metrics import MetricsServer, node_metrics
 from qbfl.node.milestones import Milestones
-from qbfl.node.qbakeys import NodeQbaSessions, PreparedPolynomials, seeded_secret
-from qbfl.node.qkdkeys import KeyEvidence, NetworkTripleDealer
+from qbfl.node.qbakeys import PreparedPolynomials
+from qbfl.node.qkdkeys import KeyEvidence
 from qbfl.node.qkdlink import QkdLinks
-from qbfl.node.runtime import NodeRuntime
-from qbfl.node.servicer import LedgerServicer, NodeServicer
+from qbfl.node.runtime import NodeRuntime, status_document
+from qbfl.node.servicer import NodeServer
 from qbfl.node.transport import GrpcTransport
 
 log = logging.getLogger("qbfl.node")
 
-SERVICE_NAMES = ("", "qbfl.v1.Node", "qbfl.v1.Ledger")
-KEY_FILE = "node.key"
-LEDGER_FILE = "ledger.sqlite"
-DISCONNECT_FILE = "disconnect-seconds"
-RELAY_FANOUT = 2  # peers each node relays a new block to (the leader itself sends it to all)
-KEY_WAIT_S = 10.0  # how long a leader waits for a QKD session before its view gives up  # read on SIGUSR1 (qbfl-orchestrator perturb … disconnect)
-
-
-def load_or_create_key(directory: Path) -> SigningKey:
-    """The node's ML-DSA-44 identity: `node.key` (a 32-byte seed, mode 0600), created on first start."""
-    path = directory / KEY_FILE
-    if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        save_seed(path, os.urandom(32))
-        log.info("created a new identity key %s", path)
-    return SigningKey.from_seed(load_seed(path))
+DISCONNECT_FILE = "disconnect-seconds"  # read on SIGUSR1 (qbfl-orchestrator perturb … disconnect)
 
 
 class NodeShell:
@@ -293,87 +274,26 @@ class NodeShell:
         runtime = self._runtime
         if runtime is None:
             return
-        node = runtime.node
-        chain = node.chain
-        committee = node.committee
-        stakes = chain.stakes
-        transport = self._transport
-        self._status = {
-            "node": self.node_id,
-            "state": "done" if self._done_at is not None else "running",
-            "role": self.config.roles.label,
-            "height": chain.height,
-            "head_hash": chain.head_hash.hex(),
-            "genesis_hash": chain.genesis.block_hash.hex(),
-            "round": node.round,
-            "view": node.view,
-            "phase": node.phase.value,
-            "committee": list(committee.members),
-            "leader": committee.leader,
-            "stake": stakes[self.node_id],
-            "rounds": node.task.rounds,
-            "catching_up": self._catching_up or self._highest_seen > chain.height,
-            "view_changes": runtime.stats.view_changes,
-            "trained": runtime.stats.trained,
-            "last_training_s": round(runtime.stats.last_training_s, 4),
-            "qkd": self._qkd_status(),
-            "counters": dict(node.counters)
-            | dict(self.counters)
-            | (dict(transport.counters) if transport else {}),
-            "loop_depth": self._loop.depth,
-            "phases": _phase_times(runtime),
-            "milestones": self.milestones.recent(),
-            "pid": os.getpid(),
-        }
-
-    def _qkd_status(self) -> dict[str, Any]:
-        polys = self._polys
-        doc: dict[str, Any] = {
+        qkd: dict[str, Any] = {
             "source": self.config.qkd,
-            "polynomials_ready": polys.stock if polys is not None else 0,
-        }
-        if self._qkd is not None:
-            doc |= self._qkd.status()
-        return doc
+            "polynomials_ready": self._polys.stock if self._polys is not None else 0,
+        } | (self._qkd.status() if self._qkd is not None else {})
+        transport = self._transport
+        self._status = status_document(
+            runtime,
+            role=self.config.roles.label,
+            done=self._done_at is not None,
+            catching_up=self._catching_up or self._highest_seen > runtime.height,
+            qkd=qkd,
+            counters=dict(self.counters) | (dict(transport.counters) if transport else {}),
+            loop_depth=self._loop.depth,
+            milestones=self.milestones.recent(),
+        )
 
     # --- metrics ----------------------------------------------------------------------------------
 
     def _metrics(self) -> str:
-        s = self._status
-        samples: list[Sample] = [
-            ("qbfl_height", {}, float(s.get("height", 0))),
-            ("qbfl_round", {}, float(s.get("round", 0))),
-            ("qbfl_view", {}, float(s.get("view", 0))),
-            ("qbfl_view_changes_total", {}, float(s.get("view_changes", 0))),
-            ("qbfl_stake", {}, float(s.get("stake", 0))),
-            ("qbfl_catching_up", {}, float(bool(s.get("catching_up", False)))),
-            ("qbfl_loop_queue_depth", {}, float(s.get("loop_depth", 0))),
-        ]
-        for key, value in sorted(s.get("counters", {}).items()):
-            parts = key.split(":")
-            if parts[0] == "received" and len(parts) == 2:
-                samples.append(("qbfl_messages_received_total", {"kind": parts[1]}, value))
-            elif parts[0] == "rejected":
-                samples.append(
-                    ("qbfl_messages_rejected_total", {"reason": ":".join(parts[1:])}, value)
-                )
-            elif parts[0] == "sent" and len(parts) == 2:
-                samples.append(("qbfl_messages_sent_total", {"kind": parts[1]}, value))
-        for phase, seconds in s.get("phases", {}).items():
-            samples.append(("qbfl_phase_seconds", {"phase": phase}, seconds))
-        for pair, bits in s.get("qkd", {}).get("stock_bits", {}).items():
-            samples.append(("qbfl_qkd_key_stock_bits", {"peer": pair}, bits))
-        return render(
-            samples,
-            {
-                "qbfl_height": "height of the node's head block",
-                "qbfl_round": "round in progress",
-                "qbfl_view": "view of the round in progress",
-                "qbfl_stake": "this node's stake after the head block",
-                "qbfl_qkd_key_stock_bits": "unused QKD key bits shared with a peer",
-                "qbfl_phase_seconds": "duration of the last round's phases as seen by this node",
-            },
-        )
+        return node_metrics(self._status)
 
     # --- life cycle -------------------------------------------------------------------------------
 
@@ -387,23 +307,7 @@ class NodeShell:
         directory = config.directory
         directory.mkdir(parents=True, exist_ok=True)
         self._key = key = load_or_create_key(directory)
-        health_servicer = health.HealthServicer()
-        for name in SERVICE_NAMES:
-            health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        server = grpc_server()
-        node_pb2_grpc.add_NodeServicer_to_server(NodeServicer(self), server)
-        node_pb2_grpc.add_LedgerServicer_to_server(LedgerServicer(self), server)
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        try:
-            bound = server.add_insecure_port(config.listen_address)
-        except RuntimeError:
-            bound = 0
-        if not bound:
-            raise QbflError(
-                f"cannot listen on {config.listen_address}: the port is in use (another node "
-                "with this id?) — stop it, or pass --listen HOST:PORT"
-            )
-        server.start()
+        server = NodeServer(self, config.listen_address)
         self._install_signals()
         metrics: MetricsServer | None = None
         try:
@@ -421,7 +325,7 @@ class NodeShell:
                     authenticate=self.authenticate,
                     tapped=frozenset(config.eavesdrop),
                 )
-            store = self._open_store(directory, genesis)
+            store = open_store(directory / LEDGER_FILE, genesis, self.node_id)
             runtime = self._build_runtime(key, genesis, store)
             self._runtime = runtime
             self._transport = GrpcTransport(
@@ -445,8 +349,7 @@ class NodeShell:
             self._trainer.start()
             self._loop.call(self._boot)
             self._ready.set()
-            for name in SERVICE_NAMES:
-                health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            server.serving(True)
             log.info(
                 "node %d serving on %s (genesis %s…, height %d, roles: %s)",
                 self.node_id,
@@ -459,9 +362,7 @@ class NodeShell:
             self._wait_until_done()
             return 0
         finally:
-            for name in SERVICE_NAMES:
-                health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-            server.stop(grace=2.0).wait(3.0)
+            server.stop()
             self._shutdown(metrics)
 
     def _install_signals(self) -> None:
@@ -482,13 +383,7 @@ class NodeShell:
 
     def _genesis_for(self, key: SigningKey) -> GenesisBlock | None:
         path = self.config.directory / LEDGER_FILE
-        held: GenesisBlock | None = None
-        if path.exists():
-            try:
-                with SqliteLedgerStore(path) as existing:
-                    held = existing.genesis
-            except ChainCorrupted:
-                held = None  # recovered below, once the genesis is known
+        held = held_genesis(path)
         try:
             boot = bootstrap(
                 publisher=self.config.publisher,
@@ -528,80 +423,21 @@ class NodeShell:
         if self._stop.wait(seconds):
             raise PublisherUnreachable("stopped while waiting for the publisher")
 
-    def _open_store(self, directory: Path, genesis: GenesisBlock) -> SqliteLedgerStore:
-        """Open the ledger; a damaged one is cut back to its verified prefix (the damaged file is
-        kept aside) and the start-up sync fetches the rest from peers (docs/ledger.md §4)."""
-        path = directory / LEDGER_FILE
-        store: SqliteLedgerStore | None = None
-        try:
-            store = SqliteLedgerStore(path, genesis)
-            Chain(store)  # every stored block verified again: signatures, committees, stakes
-            return store
-        except (ChainCorrupted, InvalidBlock) as exc:
-            if store is not None:
-                store.close()
-            report = recover_ledger(path, genesis)
-            log.warning(
-                "node %d: ledger damaged (%s); kept the verified blocks up to height %d, moved "
-                "the damaged file to %s; the rest is fetched from peers",
-                self.node_id,
-                exc,
-                report.kept_height,
-                report.moved_to,
-            )
-            return SqliteLedgerStore(path, genesis)
-
     def _build_runtime(
         self, key: SigningKey, genesis: GenesisBlock, store: LedgerStore
     ) -> NodeRuntime:
-        task = genesis.task
-        roles = self.config.roles
         self._polys = PreparedPolynomials(random.Random(int.from_bytes(os.urandom(8), "little")))
         self._polys.start()
-        links = self._qkd
-
-        def dealer(round: int, view: int) -> NetworkTripleDealer | None:
-            if links is None:
-                return None  # --qkd seeded: keys assumed distributed
-            return NetworkTripleDealer(
-                me=self.node_id,
-                key=key,
-                network=genesis.block_hash,
-                round=round,
-                view=view,
-                links=links,
-                evidence=self._evidence,
-                public_keys=genesis.public_keys,
-                params=QdsParams(),
-                wait_s=KEY_WAIT_S,
-            )
-
-        qba = NodeQbaSessions(
-            mode=QbaMode(str(task.qba_mode)),
-            f=task.committee_faults,
-            secret=seeded_secret(genesis.block_hash),
-            polys=self._polys,
-            dealers=dealer,
-        )
-        node = ConsensusNode(
-            self.node_id,
+        return build_runtime(
+            self.config,
             key,
             genesis,
-            qba=qba,
+            store,
+            links=self._qkd,
+            evidence=self._evidence,
+            polys=self._polys,
             clock=self._clock,
-            timeouts=RoundTimeouts.scaled(task.round_timeout_s),
-            relay_fanout=RELAY_FANOUT,
-            policy=roles.policy(seed=task.seed * 1_000_003 + self.node_id),
         )
-        learner = Learner(
-            genesis,
-            self.node_id,
-            attack=roles.model,
-            dp=self.config.dp,
-            device=self.config.device,
-            data_dir=self.config.dataset_dir,
-        )
-        return NodeRuntime(node, store, learner, clock=self._clock, writer=LedgerWriter(store))
 
     def _boot(self) -> None:
         assert self._runtime is not None
@@ -675,11 +511,3 @@ class NodeShell:
                 self._runtime.writer.close()  # every applied block on disk before exit 0
             self._runtime.store.close()
         log.info("node %d stopped", self.node_id)
-
-
-def _phase_times(runtime: NodeRuntime) -> dict[str, float]:
-    rounds = runtime.stats.rounds
-    if not rounds:
-        return {}
-    last = rounds[-1]
-    return {"round": round(last.elapsed_s, 4), "training": round(runtime.stats.last_training_s, 4)}

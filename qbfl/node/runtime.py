@@ -11,9 +11,11 @@ after a commit (`train`), on a worker thread under gRPC and synchronously in the
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from qbfl.consensus.effects import (
     CommitBlock,
@@ -185,3 +187,51 @@ class NodeRuntime:
             self.store.append(block)
         if self.learner is not None:
             self.learner.apply(block.update)
+
+
+def status_document(
+    runtime: NodeRuntime,
+    *,
+    role: str,
+    done: bool,
+    catching_up: bool,
+    qkd: dict[str, Any],
+    counters: dict[str, int],
+    loop_depth: int,
+    milestones: dict[str, Any],
+) -> dict[str, Any]:
+    """What `Ledger.Status` answers and the metrics are drawn from (docs/network.md §7)."""
+    node = runtime.node
+    chain = node.chain
+    committee = node.committee
+    stats = runtime.stats
+    phases = (
+        {"round": round(stats.rounds[-1].elapsed_s, 4), "training": round(stats.last_training_s, 4)}
+        if stats.rounds
+        else {}
+    )
+    return {
+        "node": node.node_id,
+        "state": "done" if done else "running",
+        "role": role,
+        "height": chain.height,
+        "head_hash": chain.head_hash.hex(),
+        "genesis_hash": chain.genesis.block_hash.hex(),
+        "round": node.round,
+        "view": node.view,
+        "phase": node.phase.value,
+        "committee": list(committee.members),
+        "leader": committee.leader,
+        "stake": chain.stakes[node.node_id],
+        "rounds": node.task.rounds,
+        "catching_up": catching_up,
+        "view_changes": stats.view_changes,
+        "trained": stats.trained,
+        "last_training_s": round(stats.last_training_s, 4),
+        "qkd": qkd,
+        "counters": dict(node.counters) | counters,
+        "loop_depth": loop_depth,
+        "phases": phases,
+        "milestones": milestones,
+        "pid": os.getpid(),
+    }

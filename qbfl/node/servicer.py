@@ -14,15 +14,18 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from qbfl._proto.v1 import common_pb2, node_pb2, node_pb2_grpc
 from qbfl.consensus.catchup import MAX_SYNC_BLOCKS
 from qbfl.consensus.envelope import MessageKind
 from qbfl.consensus.events import Message
 from qbfl.consensus.wire import InvalidMessage, SyncRequest, SyncResponse
+from qbfl.errors import QbflError
 from qbfl.ledger.block import Block
 from qbfl.ledger.store import LedgerStore
 from qbfl.net.channel import SYNC_RESPONSE_BYTES
+from qbfl.net.channel import server as grpc_server
 from qbfl.net.serde import (
     Received,
     decode_message,
@@ -32,6 +35,8 @@ from qbfl.net.serde import (
 from qbfl.net.status import NotReady, status_for
 
 log = logging.getLogger("qbfl.node.rpc")
+
+SERVICE_NAMES = ("", "qbfl.v1.Node", "qbfl.v1.Ledger")  # what grpc.health.v1 answers for
 
 
 class NodeEdge(Protocol):
@@ -182,3 +187,39 @@ __all__ = [
     "blocks_from",
     "envelope_to_proto",
 ]
+
+
+class NodeServer:
+    """A node's gRPC server: Node, Ledger and grpc.health.v1, which answers NOT_SERVING until
+    `serving(True)` (the genesis verified) and again from `serving(False)` on (shutdown)."""
+
+    def __init__(self, edge: NodeEdge, listen_address: str) -> None:
+        self.health = health.HealthServicer()
+        self.serving(False)
+        self.server = grpc_server()
+        node_pb2_grpc.add_NodeServicer_to_server(NodeServicer(edge), self.server)
+        node_pb2_grpc.add_LedgerServicer_to_server(LedgerServicer(edge), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        try:
+            bound = self.server.add_insecure_port(listen_address)
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise QbflError(
+                f"cannot listen on {listen_address}: the port is in use (another node "
+                "with this id?) — stop it, or pass --listen HOST:PORT"
+            )
+        self.server.start()
+
+    def serving(self, yes: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if yes
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in SERVICE_NAMES:
+            self.health.set(name, status)
+
+    def stop(self) -> None:
+        self.serving(False)
+        self.server.stop(grace=2.0).wait(3.0)
