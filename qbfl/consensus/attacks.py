@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from qbfl.consensus.effects import Broadcast, Effect, Send
-from qbfl.ledger.block import ConsensusMessage
+from qbfl.ledger.block import ConsensusMessage, UpdateSubmission
 
 
 class Conduct:
@@ -121,7 +121,12 @@ class Oppose(Conduct):
 
 
 class Silent(Conduct):
-    """Sends nothing at all in this view (crash-like): no submission, proposal, QBA, vote or block."""
+    """On the committee, sends nothing in this view: no proposal, QBA message, vote or block.
+
+    Its own client update still goes out: DESIGN §7's consensus attacks are what a node does on the
+    committee, and the paper's Fig. 4 adversary sends a (random) model update every round. A node
+    that sends nothing at all is a crash: `qbfl-orchestrator perturb N kill|pause`.
+    """
 
     name = "silent"
 
@@ -129,7 +134,11 @@ class Silent(Conduct):
         del rng
 
     def outgoing(self, effects: list[Effect]) -> list[Effect]:
-        return [e for e in effects if not isinstance(e, Send | Broadcast)]
+        return [
+            e
+            for e in effects
+            if not isinstance(e, Send | Broadcast) or isinstance(e.message, UpdateSubmission)
+        ]
 
     def choose_vote(
         self,

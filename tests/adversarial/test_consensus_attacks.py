@@ -174,3 +174,12 @@ def test_silent_committee_majority_forces_view_changes_until_an_honest_one() -> 
     blocks = s.run(1)
     assert blocks[0].view >= 1
     assert s.counter(s.honest, "view_changes") >= len(s.honest)
+
+
+def test_silent_nodes_still_submit_their_own_update() -> None:
+    # Silence is a committee behaviour (DESIGN §7): off the committee, a silent node's update
+    # still reaches the leader and can be selected, as the paper's Fig. 4 adversary's does.
+    s = Scenario("silent", lambda c: set(range(N)) - set(c.members))
+    blocks = s.run(1)
+    assert blocks[0].view == 0
+    assert set(blocks[0].selected) & s.malicious
