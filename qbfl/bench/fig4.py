@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from qbfl.aggregation.registry import AGGREGATORS
+from qbfl.aggregation.registry import aggregator_names
 from qbfl.command_line import NumberList
 
 # Section 5.2, "Accuracy under differential privacy": final accuracy after 200 (MNIST) / 300
@@ -39,7 +39,7 @@ PAPER_FIG4: dict[str, dict[int, float]] = {
     "--rounds", type=click.IntRange(min=1), default=None, help="default 200 MNIST, 300 Fashion"
 )
 @click.option(
-    "--aggregator", type=click.Choice(sorted(AGGREGATORS)), default="qbfl", show_default=True
+    "--aggregator", type=click.Choice(aggregator_names()), default="qbfl", show_default=True
 )
 @click.option(
     "--dp-accounting",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from qbfl.aggregation.registry import AGGREGATORS
+from qbfl.aggregation.registry import aggregator_names
 from qbfl.command_line import QbflGroup
 from qbfl.learning.attacks import ATTACKS
 from qbfl.learning.data import DATASETS
@@ -34,7 +34,7 @@ def _stake(value: float) -> str:
     "--attack", type=click.Choice(sorted(ATTACKS)), default="labelflip", show_default=True
 )
 @click.option(
-    "--aggregator", type=click.Choice(sorted(AGGREGATORS)), default="qbfl", show_default=True
+    "--aggregator", type=click.Choice(aggregator_names()), default="qbfl", show_default=True
 )
 @click.option(
     "--rounds", type=click.IntRange(min=1), default=None, help="default: 200 MNIST, 300 Fashion"

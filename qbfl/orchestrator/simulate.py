@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qbfl.aggregation.registry import AGGREGATORS, get_aggregator
+from qbfl.aggregation.registry import aggregator_names, get_aggregator, is_aggregator
 from qbfl.learning.attacks import ATTACKS, get_attack
 from qbfl.learning.data import DATASETS, ImageDataset, load_dataset
 from qbfl.learning.models import MODELS, TASK_MODEL, build_model, flatten_params, load_flat_
@@ -79,9 +79,9 @@ class SimulationConfig:
             raise ValueError(f"malicious must be in [0, nodes={self.nodes}], got {self.malicious}")
         if self.attack not in ATTACKS:
             raise ValueError(f"unknown attack {self.attack!r}; valid: {', '.join(sorted(ATTACKS))}")
-        if self.aggregator not in AGGREGATORS:
+        if not is_aggregator(self.aggregator):
             raise ValueError(
-                f"unknown aggregator {self.aggregator!r}; valid: {', '.join(sorted(AGGREGATORS))}"
+                f"unknown aggregator {self.aggregator!r}; valid: {', '.join(aggregator_names())}"
             )
         if self.rounds is not None and self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
