@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "table2": "qbfl.bench.table2",
     "table3": "qbfl.bench.table3",
     "fig4": "qbfl.bench.fig4",
+    "robustness": "qbfl.bench.robustness",
     "sim-speed": "qbfl.bench.sim_speed",
     "qba": "qbfl.bench.qba",
     "crypto": "qbfl.bench.crypto",

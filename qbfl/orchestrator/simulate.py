@@ -17,7 +17,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from qbfl.aggregation.registry import aggregator_names, get_aggregator, is_aggregator
+from qbfl.errors import ConfigError
 from qbfl.learning.attacks import ATTACKS, get_attack
+from qbfl.learning.collusion import (
+    COLLUDING_ATTACKS,
+    ColludingAttack,
+    Knowledge,
+    RoundView,
+    get_colluding_attack,
+)
 from qbfl.learning.data import DATASETS, ImageDataset, load_dataset
 from qbfl.learning.models import MODELS, TASK_MODEL, build_model, flatten_params, load_flat_
 from qbfl.learning.mpo import MPOLinear, rebalance_
@@ -69,6 +77,9 @@ class SimulationConfig:
     partition: str = "lotteryfl"  # lotteryfl (Section 5.1), dirichlet (needs alpha), iid
     alpha: float | None = None  # Dirichlet concentration, only with partition="dirichlet"
     dp_accounting: str = "run"  # run: (ε, δ) for the whole run; round: for each round
+    # What a colluding attack (alie, ipm, minmax, …) sees: every honest update of the round
+    # (omniscient) or only the malicious clients' own honestly trained ones (colluders).
+    attack_knowledge: str = "omniscient"
 
     def __post_init__(self) -> None:
         if self.task not in DATASETS:
@@ -77,8 +88,16 @@ class SimulationConfig:
             raise ValueError(f"nodes must be >= 1, got {self.nodes}")
         if not 0 <= self.malicious <= self.nodes:
             raise ValueError(f"malicious must be in [0, nodes={self.nodes}], got {self.malicious}")
-        if self.attack not in ATTACKS:
-            raise ValueError(f"unknown attack {self.attack!r}; valid: {', '.join(sorted(ATTACKS))}")
+        if self.attack not in ATTACKS and self.attack not in COLLUDING_ATTACKS:
+            valid = ", ".join(sorted([*ATTACKS, *COLLUDING_ATTACKS]))
+            raise ValueError(f"unknown attack {self.attack!r}; valid: {valid}")
+        if self.attack_knowledge not in {k.value for k in Knowledge}:
+            raise ValueError(
+                f"unknown attack_knowledge {self.attack_knowledge!r}; "
+                f"valid: {', '.join(k.value for k in Knowledge)}"
+            )
+        if self.attack in COLLUDING_ATTACKS and self.malicious >= self.nodes:
+            raise ValueError(f"{self.attack} colludes against honest clients; all are malicious")
         if not is_aggregator(self.aggregator):
             raise ValueError(
                 f"unknown aggregator {self.aggregator!r}; valid: {', '.join(aggregator_names())}"
@@ -143,7 +162,12 @@ class SimulationConfig:
 
 
 # Fields added after the Table 2/3 and Fig. 4 caches were filled, with their defaults.
-_ADDED_FIELDS: dict[str, Any] = {"partition": "lotteryfl", "alpha": None, "dp_accounting": "run"}
+_ADDED_FIELDS: dict[str, Any] = {
+    "partition": "lotteryfl",
+    "alpha": None,
+    "dp_accounting": "run",
+    "attack_knowledge": "omniscient",
+}
 
 
 @dataclass(frozen=True)
@@ -294,7 +318,16 @@ def run_simulation(
         test = ImageDataset(test.images[: config.test_samples], test.labels[: config.test_samples])
     images, labels = client_data(config, train)
     bad = malicious_ids(config)
-    attack = get_attack(config.attack)
+    # Per-client attacks act inside training (labels) and on each update; colluding ones are
+    # applied after honest training, to all malicious rows at once (qbfl.learning.collusion).
+    colluding: ColludingAttack | None = None
+    per_client = {}
+    if config.attack in COLLUDING_ATTACKS:
+        colluding = get_colluding_attack(
+            config.attack, knowledge=Knowledge(config.attack_knowledge)
+        )
+    else:
+        per_client = {i: get_attack(config.attack) for i in bad}
     model = build_model(config.model_name, seed=config.seed)
     dp = (
         VectorDPConfig(
@@ -316,7 +349,7 @@ def run_simulation(
             TASK_TRAIN_CONFIG[config.task], clip_norm=None if config.dp else config.clip_norm
         ),
         seeds=[derive_seed(config.seed, 1, i) for i in range(config.nodes)],
-        attacks={i: attack for i in bad},
+        attacks=per_client,
         device=device,
         chunk_size=config.chunk_size,
         dp=dp,
@@ -324,6 +357,9 @@ def run_simulation(
     )
     aggregator = get_aggregator(config.aggregator)
     f = config.fault_tolerance
+    if aggregator.max_faults(config.nodes) < 0:
+        raise ConfigError(f"{config.aggregator} cannot aggregate {config.nodes} updates")
+    f_used: set[int] = set()
     ids = list(range(config.nodes))
     is_bad = np.zeros(config.nodes, dtype=bool)
     is_bad[list(bad)] = True
@@ -340,15 +376,22 @@ def run_simulation(
         # whose train_local raised would; the others are aggregated as usual.
         finite = np.isfinite(updates).all(axis=1)
         dropped = tuple(int(i) for i in np.flatnonzero(~finite))
-        if not finite.any():
+        # The rule's f over the inputs actually present, as the networked round logic does:
+        # Bulyan needs N ≥ 4f + 3 and runs with f = 11 at N = 50 (docs/attacks.md).
+        n_inputs = int(finite.sum())
+        f_round = min(f, aggregator.max_faults(n_inputs))
+        if colluding is not None and bad:
+            _collude(updates, colluding, is_bad, finite, f=f_round, previous=previous, round=rnd)
+        if not finite.any() or f_round < 0:
             # Every client diverged: no block this round, the global model stays as it was.
             selected: list[int] = []
         else:
+            f_used.add(f_round)
             result = aggregator.aggregate(
                 updates[finite],
                 client_ids=[i for i in ids if finite[i]],
                 stakes=stakes[finite].copy(),
-                f=f,
+                f=f_round,
                 previous=previous,
             )
             weights = weights + torch.from_numpy(result.update)
@@ -389,6 +432,8 @@ def run_simulation(
             on_round(record)
     sigma = clients.accountant.noise_multiplier if clients.accountant is not None else None
     extra: dict[str, Any] = {}
+    if f_used != {f}:  # the rule ran with a smaller f than the task's in some rounds
+        extra["f_used"] = sorted(f_used)
     if clients.accountant is not None:
         # What one round's release costs, beside final_epsilon (the whole run, composed).
         extra["round_epsilon"] = clients.accountant.round_epsilon()
@@ -399,3 +444,36 @@ def run_simulation(
         noise_multiplier=sigma,
         extra=extra,
     )
+
+
+def _collude(
+    updates: np.ndarray,
+    attack: ColludingAttack,
+    is_bad: np.ndarray,
+    finite: np.ndarray,
+    *,
+    f: int,
+    previous: np.ndarray | None,
+    round: int,
+) -> None:
+    """Replace the malicious rows of `updates` (in place) by what the colluding attack crafts.
+
+    The malicious clients trained honestly; the attack sees the honest clients' updates
+    (omniscient) or their own (colluders), never a diverged (non-finite) one.
+    """
+    bad_rows = np.flatnonzero(is_bad & finite)
+    if not len(bad_rows):
+        return
+    source = ~is_bad if attack.knowledge is Knowledge.OMNISCIENT else is_bad
+    reference = updates[source & finite].astype(np.float64)
+    if not len(reference):
+        return  # nothing to learn from this round: the malicious clients send their own updates
+    view = RoundView(
+        reference=reference,
+        n_inputs=int(finite.sum()),
+        n_malicious=len(bad_rows),
+        f=f,
+        previous=previous,
+        round=round,
+    )
+    updates[bad_rows] = attack.craft(view)
