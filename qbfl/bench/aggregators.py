@@ -23,6 +23,11 @@ RULES = (
 )  # fmt: skip
 
 
+# ByzFL's NNM gathers every row's N − f neighbours into one array before averaging; above this
+# many bytes its timing is skipped rather than risk the shared machine's memory.
+NNM_MEMORY_LIMIT = 2 * 2**30
+
+
 def _byzfl_rule(name: str, f: int) -> Callable[[np.ndarray], Any] | None:
     from qbfl.bench.byzfl_modules import load_byzfl
 
@@ -76,6 +81,8 @@ def _measure(d: int, *, n: int, f: int, calls: int, seed: int, byzfl: bool) -> l
         )
         ours_s = _median_seconds(call, calls)
         theirs = _byzfl_rule(name, f_rule) if byzfl else None
+        if name.startswith("nnm+") and n * (n - f_rule) * d * 8 > NNM_MEMORY_LIMIT:
+            theirs = None  # ByzFL's NNM indexes an (N, N − f, d) float64 array: 12 GB at 10⁶
         theirs_s = (
             _median_seconds(functools.partial(theirs, as64), calls) if theirs is not None else None
         )
