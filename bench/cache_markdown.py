@@ -1,8 +1,9 @@
-"""Markdown of the cached Table 2 / Table 3 / Fig. 4 cells, ours beside the paper, for docs/benchmarks.md.
+"""Markdown of the cached Table 2 / Table 3 / Fig. 4 / robustness cells, ours beside the paper, for docs/benchmarks.md.
 
     .venv/bin/python bench/cache_markdown.py   # from the repository root
 
-Reads only bench/results/cache/ (what `qbfl-bench table2|table3|fig4` stored); runs nothing.
+Reads only bench/results/cache/ (what `qbfl-bench table2|table3|fig4|robustness` stored); runs
+nothing.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def table3(dataset: str) -> list[str]:
     done = {
         (c["aggregator"], c["attack"], c["malicious"]): d
         for d in _cells("table3")
-        if (c := d["config"])["task"] == dataset
+        if (c := d["config"])["task"] == dataset and "partition" not in c  # the paper's LotteryFL
     }
     head = "| method | " + " | ".join(f"{a} {m}" for a in ATTACKS for m in MALICIOUS) + " |"
     lines = [head, "|---|" + "---|" * (len(ATTACKS) * len(MALICIOUS))]
@@ -116,21 +117,91 @@ def table2_seeds() -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def table3_partitions(dataset: str = "mnist") -> list[str]:
+    """Table 3 cells run on other partitions (`--partition dirichlet --alpha A`), beside LotteryFL."""
+    by_key: dict[tuple[str, str, int, str], dict[str, Any]] = {}
+    for d in _cells("table3"):
+        c = d["config"]
+        if c["task"] != dataset:
+            continue
+        split = c.get("partition", "lotteryfl") + (f" α = {c['alpha']:g}" if c.get("alpha") else "")
+        by_key[(c["aggregator"], c["attack"], c["malicious"], split)] = d
+    splits = sorted({k[3] for k in by_key if k[3] != "lotteryfl"})
+    if not splits:
+        return []
+    head = "| method | partition | " + " | ".join(f"{a} {m}" for a in ATTACKS for m in MALICIOUS)
+    lines = [head + " |", "|---|---|" + "---|" * (len(ATTACKS) * len(MALICIOUS))]
+    for method in sorted({k[0] for k in by_key if k[3] != "lotteryfl"}):
+        for split in ["lotteryfl", *splits]:
+            cells = [
+                f"{100 * d['mean_last_20']:.2f}"
+                if (d := by_key.get((method, a, m, split)))
+                else "–"
+                for a in ATTACKS
+                for m in MALICIOUS
+            ]
+            lines.append(f"| {method} | {split} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def robustness() -> list[str]:
+    """The robustness grid: last-20 mean accuracy (% of malicious among the kept, last 20 rounds)."""
+    from qbfl.bench.robustness import ATTACKS as R_ATTACKS
+    from qbfl.bench.robustness import RULES as R_RULES
+
+    done = {
+        (c["aggregator"], c["attack"]): d
+        for d in _cells("robustness")
+        if (c := d["config"]).get("attack_knowledge", "omniscient") == "omniscient"
+        and c["malicious"] == 20
+    }
+    if not done:
+        return []
+    lines = [
+        "| rule | " + " | ".join(R_ATTACKS) + " |",
+        "|---|" + "---|" * len(R_ATTACKS),
+    ]
+    for rule in R_RULES:
+        cells = []
+        for attack in R_ATTACKS:
+            d = done.get((rule, attack))
+            if d is None:
+                cells.append("–")
+                continue
+            kept = d["malicious_selected"][-20:]
+            cells.append(f"{100 * d['mean_last_20']:.2f} ({100 * sum(kept) / len(kept):.0f} %)")
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"{len(done)} of {len(R_RULES) * len(R_ATTACKS)} cells run.")
+    return lines
+
+
 def fig4() -> list[str]:
     lines = [
-        "| dataset | malicious | rounds | final (ours) | paper | spent ε | σ | s / round |",
-        "|---|---|---|---|---|---|---|---|",
+        "| dataset | malicious | DP accounting | rounds | final (ours) | paper | ε per round "
+        "| ε of the run | σ | s / round |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     # dataset in the paper's order (MNIST first), then the number of malicious clients
     order = list(PAPER_FIG4)
     cells = _cells("fig4")
-    cells.sort(key=lambda d: (order.index(d["config"]["task"]), d["config"]["malicious"]))
+    cells.sort(
+        key=lambda d: (
+            order.index(d["config"]["task"]),
+            d["config"]["malicious"],
+            d["config"].get("dp_accounting", "run") == "round",
+        )
+    )
     for d in cells:
         c = d["config"]
         paper = PAPER_FIG4[c["task"]].get(c["malicious"])
+        accounting = c.get("dp_accounting", "run")
+        per_round = d.get("round_epsilon")
         lines.append(
-            f"| {c['task']} | {c['malicious']} | {d['rounds']} | {100 * d['final_accuracy']:.2f} % "
-            f"| {paper} % | {d['final_epsilon']:.3f} | {d['noise_multiplier']:.3f} "
+            f"| {c['task']} | {c['malicious']} | {accounting} | {d['rounds']} "
+            f"| {100 * d['final_accuracy']:.2f} % | {paper} % "
+            f"| {f'{per_round:.3f}' if per_round is not None else '–'} "
+            f"| {d['final_epsilon']:.3f} | {d['noise_multiplier']:.3f} "
             f"| {d['mean_round_seconds']:.2f} |"
         )
     return lines
@@ -147,8 +218,16 @@ def main() -> None:
             f"\n### Table 3, {dataset}: ours / paper, mean test accuracy of the last 20 rounds (%)\n"
         )
         print("\n".join(table3(dataset)))
+    if partitions := table3_partitions("mnist"):
+        print(
+            "\n### Table 3, mnist, other partitions: mean test accuracy of the last 20 rounds (%)\n"
+        )
+        print("\n".join(partitions))
     print("\n### Fig. 4\n")
     print("\n".join(fig4()))
+    if grid := robustness():
+        print("\n### Robustness (MNIST, 20 of 50 malicious, omniscient colluding attacks)\n")
+        print("\n".join(grid))
 
 
 if __name__ == "__main__":

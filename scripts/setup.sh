@@ -10,6 +10,7 @@ PY="${PYTHON:-python3}"
 TORCH_SPEC="${QBFL_TORCH_SPEC:-torch==2.13.0}"
 .venv/bin/pip install -q "$TORCH_SPEC" || .venv/bin/pip install -q "torch>=2.4,<=2.14.1"
 .venv/bin/pip install -q -e ".[dev]"
+.venv/bin/pip install -q --no-deps "byzfl==0.0.11"  # rules/attacks for the `byzfl` tests; its torchvision dep breaks CPU torch (qbfl/bench/byzfl_modules.py)
 if [ -x scripts/gen-proto.sh ]; then scripts/gen-proto.sh; fi
 scripts/fetch-data.sh
 echo "setup done: activate with 'source .venv/bin/activate' or use .venv/bin/qbfl-*"

@@ -26,9 +26,12 @@ NO_FAULT_LIMIT = sys.maxsize
 
 
 class Aggregator(Protocol):
-    """One aggregation rule (FedAvg, Trimmed-Mean, Median, Krum, Alg. 2), chosen by name."""
+    """One aggregation rule (FedAvg, Trimmed-Mean, Median, Krum, Alg. 2, …), chosen by name."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The registry name (``get_aggregator(rule.name)`` builds the same rule)."""
+        ...
 
     def max_faults(self, n: int) -> int:
         """The largest f with which ``aggregate`` accepts n inputs; f + 1 raises ConfigError.

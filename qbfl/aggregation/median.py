@@ -36,11 +36,17 @@ class Median:
         inputs = canonical_inputs(
             updates, client_ids=client_ids, stakes=stakes, f=f, previous=previous
         )
-        ordered = np.sort(inputs.rows, axis=0)
-        # Odd N: both indices name the middle row and (a + a) / 2 == a exactly (no overflow from
-        # float32 values). Even N: (a + b) / 2 in float64 rounds once, monotonically, so it lies
-        # in [a, b].
-        lower = ordered[(inputs.n - 1) // 2]
-        upper = ordered[inputs.n // 2]
-        middle = (lower + upper) / 2.0
+        middle = coordinate_median(inputs.rows)
         return AggregationResult(update=middle.astype(np.float32), selected=inputs.client_ids)
+
+
+def coordinate_median(rows: np.ndarray) -> np.ndarray:
+    """Per coordinate the middle value, or the mean of the two middle ones: (P,) float64, exact.
+
+    Odd N: both indices name the middle row and (a + a) / 2 == a exactly (no overflow from
+    float32 values). Even N: (a + b) / 2 in float64 rounds once, monotonically, so it lies in
+    [a, b].
+    """
+    ordered = np.sort(rows, axis=0)
+    n = rows.shape[0]
+    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2.0

@@ -10,6 +10,7 @@ from fractions import Fraction
 import numpy as np
 
 from qbfl.aggregation.base import AggregationResult, canonical_inputs, require_clients
+from qbfl.aggregation.median import coordinate_median
 from qbfl.aggregation.summation import (
     ordered_sum,
     pairwise_squared_distances,
@@ -18,6 +19,8 @@ from qbfl.aggregation.summation import (
     weighted_mean,
 )
 from qbfl.errors import ConfigError
+
+__all__ = ["QbflAggregator", "coordinate_median", "qbfl_scores", "rank_candidates"]
 
 # Eqs. 7–8 in float64 err by at most ~log2(P)·2⁻⁵³ of their own magnitude (ordered_sum folds in
 # halves): ≤ 3e-15 for P = 10⁶. Values that agree to within 2⁻³² ≈ 2.3e-10 of their magnitude are
@@ -127,13 +130,6 @@ def rank_candidates(v1: np.ndarray, v2: np.ndarray, *, normalisation: str = "zsc
 
 
 REFERENCES = ("previous", "median", "none")
-
-
-def coordinate_median(rows: np.ndarray) -> np.ndarray:
-    """Per coordinate the middle value (mean of the two middle ones for even N): sort-based, exact."""
-    ordered = np.sort(rows, axis=0)
-    n = rows.shape[0]
-    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2.0
 
 
 def qbfl_scores(

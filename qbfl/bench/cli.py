@@ -14,6 +14,8 @@ BENCHMARKS: dict[str, str] = {
     "table2": "qbfl.bench.table2",
     "table3": "qbfl.bench.table3",
     "fig4": "qbfl.bench.fig4",
+    "robustness": "qbfl.bench.robustness",
+    "aggregators": "qbfl.bench.aggregators",
     "sim-speed": "qbfl.bench.sim_speed",
     "qba": "qbfl.bench.qba",
     "crypto": "qbfl.bench.crypto",

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 
-from qbfl.aggregation.registry import AGGREGATORS
+from qbfl.aggregation.registry import aggregator_names
 from qbfl.command_line import QbflGroup
 from qbfl.learning.attacks import ATTACKS
+from qbfl.learning.collusion import COLLUDING_ATTACKS
 from qbfl.learning.data import DATASETS
 from qbfl.node.roles import RoleGroup, parse_roles
 from qbfl.orchestrator.deploy_cli import compose, k8s
@@ -42,15 +43,47 @@ def _stake(value: float) -> str:
     "(consensus roles need --consensus)",
 )
 @click.option(
-    "--attack", type=click.Choice(sorted(ATTACKS)), default="labelflip", show_default=True
+    "--attack",
+    type=click.Choice(sorted([*ATTACKS, *COLLUDING_ATTACKS])),
+    default="labelflip",
+    show_default=True,
+    help="per client: labelflip, bitflip, gaussian, random; colluding (docs/attacks.md): "
+    "alie, ipm, ipm-large, minmax, minsum, adaptive",
 )
 @click.option(
-    "--aggregator", type=click.Choice(sorted(AGGREGATORS)), default="qbfl", show_default=True
+    "--attack-knowledge",
+    type=click.Choice(["omniscient", "colluders"]),
+    default="omniscient",
+    show_default=True,
+    help="what a colluding attack sees: every honest update, or only the malicious clients' own",
+)
+@click.option(
+    "--aggregator", type=click.Choice(aggregator_names()), default="qbfl", show_default=True
 )
 @click.option(
     "--rounds", type=click.IntRange(min=1), default=None, help="default: 200 MNIST, 300 Fashion"
 )
-@click.option("--dp/--no-dp", default=False, help="DP-SGD at (ε=4, δ=1e-5) over the whole run")
+@click.option("--dp/--no-dp", default=False, help="DP-SGD at (ε=4, δ=1e-5)")
+@click.option(
+    "--dp-accounting",
+    type=click.Choice(["run", "round"]),
+    default="run",
+    show_default=True,
+    help="with --dp: (ε, δ) for the whole run, or for each round's release (reports the composed ε)",
+)
+@click.option(
+    "--partition",
+    type=click.Choice(["lotteryfl", "dirichlet", "iid"]),
+    default="lotteryfl",
+    show_default=True,
+    help="how the training images are spread (lotteryfl: Section 5.1's non-IID shards)",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Dirichlet concentration, with --partition dirichlet (0.1: ~2 classes per client)",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--f", "f", type=click.IntRange(min=0), default=None, help="default ⌊0.4·nodes⌋")
 @click.option(
@@ -86,9 +119,13 @@ def simulate(
     nodes: int,
     malicious: int | tuple[RoleGroup, ...],
     attack: str,
+    attack_knowledge: str,
     aggregator: str,
     rounds: int | None,
     dp: bool,
+    dp_accounting: str,
+    partition: str,
+    alpha: float | None,
     seed: int,
     f: int | None,
     device: str,
@@ -148,9 +185,13 @@ def simulate(
             nodes=nodes,
             malicious=malicious,
             attack=attack,
+            attack_knowledge=attack_knowledge,
             aggregator=aggregator,
             rounds=rounds,
             dp=dp,
+            dp_accounting=dp_accounting,
+            partition=partition,
+            alpha=alpha,
             seed=seed,
             f=f,
             device=device,
@@ -166,7 +207,10 @@ def simulate(
     total = config.total_rounds
     click.echo(
         f"simulating {task} ({config.model_name}), {nodes} nodes, {malicious} {attack}, "
-        f"{aggregator}, f={config.fault_tolerance}, {total} rounds{', DP' if dp else ''} -> {out}"
+        f"{aggregator}, f={config.fault_tolerance}, {total} rounds, partition {partition}"
+        + (f" α={alpha:g}" if alpha is not None else "")
+        + (f", DP per {dp_accounting}" if dp else "")
+        + f" -> {out}"
     )
     with rounds_path.open("w") as log:
 
@@ -203,6 +247,13 @@ def simulate(
         f"final accuracy {100 * result.final_accuracy:.2f}%, mean of the last "
         f"{min(20, len(result.records))} rounds {100 * result.mean_last():.2f}%"
     )
+    if dp:
+        click.echo(
+            f"privacy: ε = {result.extra['round_epsilon']:.3f} per round, "
+            f"{result.records[-1].epsilon:.3f} composed over the run (δ = {config.dp_delta:g})"
+        )
+    if "f_used" in result.extra:
+        click.echo(f"{aggregator} aggregated with f = {result.extra['f_used']} (task f too large)")
     click.echo(f"wrote {rounds_path}, {out / 'summary.json'}, {out / 'accuracy.png'}")
     sys.stdout.flush()
 

@@ -16,19 +16,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qbfl.aggregation.registry import AGGREGATORS, get_aggregator
+from qbfl.aggregation.registry import aggregator_names, get_aggregator, is_aggregator
+from qbfl.errors import ConfigError
 from qbfl.learning.attacks import ATTACKS, get_attack
+from qbfl.learning.collusion import (
+    COLLUDING_ATTACKS,
+    ColludingAttack,
+    Knowledge,
+    RoundView,
+    get_colluding_attack,
+)
 from qbfl.learning.data import DATASETS, ImageDataset, load_dataset
 from qbfl.learning.models import MODELS, TASK_MODEL, build_model, flatten_params, load_flat_
 from qbfl.learning.mpo import MPOLinear, rebalance_
-from qbfl.learning.partition import client_indices
+from qbfl.learning.partition import PARTITIONS, partition_indices
 from qbfl.learning.training import (
     DEFAULT_CLIP_NORM,
     TASK_TRAIN_CONFIG,
     derive_seed,
     select_device,
 )
-from qbfl.learning.vectorized import VectorDPConfig, VectorizedClients
+from qbfl.learning.vectorized import DP_ACCOUNTING, VectorDPConfig, VectorizedClients
 
 # Section 5.2: 200 communication rounds for MNIST, 300 for Fashion-MNIST.
 TASK_ROUNDS = {"mnist": 200, "fashion-mnist": 300}
@@ -64,6 +72,14 @@ class SimulationConfig:
     rebalance: bool = False  # even out MPO core norms after each applied update (mpo.rebalance_)
     clip_norm: float | None = DEFAULT_CLIP_NORM  # per-step gradient clip; None: the paper's SGD
     data_dir: Path | None = None
+    # Beyond the paper (issue 13); at their defaults they are left out of to_json, so the
+    # cache keys of every cell run before they existed stay valid.
+    partition: str = "lotteryfl"  # lotteryfl (Section 5.1), dirichlet (needs alpha), iid
+    alpha: float | None = None  # Dirichlet concentration, only with partition="dirichlet"
+    dp_accounting: str = "run"  # run: (ε, δ) for the whole run; round: for each round
+    # What a colluding attack (alie, ipm, minmax, …) sees: every honest update of the round
+    # (omniscient) or only the malicious clients' own honestly trained ones (colluders).
+    attack_knowledge: str = "omniscient"
 
     def __post_init__(self) -> None:
         if self.task not in DATASETS:
@@ -72,11 +88,19 @@ class SimulationConfig:
             raise ValueError(f"nodes must be >= 1, got {self.nodes}")
         if not 0 <= self.malicious <= self.nodes:
             raise ValueError(f"malicious must be in [0, nodes={self.nodes}], got {self.malicious}")
-        if self.attack not in ATTACKS:
-            raise ValueError(f"unknown attack {self.attack!r}; valid: {', '.join(sorted(ATTACKS))}")
-        if self.aggregator not in AGGREGATORS:
+        if self.attack not in ATTACKS and self.attack not in COLLUDING_ATTACKS:
+            valid = ", ".join(sorted([*ATTACKS, *COLLUDING_ATTACKS]))
+            raise ValueError(f"unknown attack {self.attack!r}; valid: {valid}")
+        if self.attack_knowledge not in {k.value for k in Knowledge}:
             raise ValueError(
-                f"unknown aggregator {self.aggregator!r}; valid: {', '.join(sorted(AGGREGATORS))}"
+                f"unknown attack_knowledge {self.attack_knowledge!r}; "
+                f"valid: {', '.join(k.value for k in Knowledge)}"
+            )
+        if self.attack in COLLUDING_ATTACKS and self.malicious >= self.nodes:
+            raise ValueError(f"{self.attack} colludes against honest clients; all are malicious")
+        if not is_aggregator(self.aggregator):
+            raise ValueError(
+                f"unknown aggregator {self.aggregator!r}; valid: {', '.join(aggregator_names())}"
             )
         if self.rounds is not None and self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
@@ -98,6 +122,20 @@ class SimulationConfig:
             math.isfinite(self.clip_norm) and self.clip_norm > 0
         ):
             raise ValueError(f"clip_norm must be positive or None, got {self.clip_norm}")
+        if self.partition not in PARTITIONS:
+            raise ValueError(
+                f"unknown partition {self.partition!r}; valid: {', '.join(PARTITIONS)}"
+            )
+        if self.partition == "dirichlet" and self.alpha is None:
+            raise ValueError("the dirichlet partition needs alpha (e.g. 0.1 or 0.5)")
+        if self.partition != "dirichlet" and self.alpha is not None:
+            raise ValueError(f"alpha is used only by the dirichlet partition, not {self.partition}")
+        if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise ValueError(f"alpha must be positive, got {self.alpha}")
+        if self.dp_accounting not in DP_ACCOUNTING:
+            raise ValueError(
+                f"unknown dp_accounting {self.dp_accounting!r}; valid: {', '.join(DP_ACCOUNTING)}"
+            )
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
             raise ValueError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:N")
 
@@ -117,7 +155,19 @@ class SimulationConfig:
         doc = asdict(self)
         doc["data_dir"] = None if self.data_dir is None else str(self.data_dir)
         doc.update(rounds=self.total_rounds, f=self.fault_tolerance, model=self.model_name)
+        for name, default in _ADDED_FIELDS.items():
+            if doc[name] == default:
+                del doc[name]
         return doc
+
+
+# Fields added after the Table 2/3 and Fig. 4 caches were filled, with their defaults.
+_ADDED_FIELDS: dict[str, Any] = {
+    "partition": "lotteryfl",
+    "alpha": None,
+    "dp_accounting": "run",
+    "attack_knowledge": "omniscient",
+}
 
 
 @dataclass(frozen=True)
@@ -196,10 +246,17 @@ def malicious_ids(config: SimulationConfig) -> tuple[int, ...]:
 
 
 def client_data(config: SimulationConfig, train: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, samples, 1, 28, 28) images and (N, samples) labels of the non-IID partition (DESIGN.md §3)."""
+    """(N, samples, 1, 28, 28) images and (N, samples) labels of the configured partition (DESIGN.md §3)."""
     labels_np = train.labels.numpy()
     rows = [
-        client_indices(labels_np, i, n_clients=config.nodes, seed=config.seed)
+        partition_indices(
+            config.partition,
+            labels_np,
+            i,
+            n_clients=config.nodes,
+            seed=config.seed,
+            alpha=config.alpha,
+        )
         for i in range(config.nodes)
     ]
     count = min(len(r) for r in rows)
@@ -255,7 +312,16 @@ def run_simulation(
         test = ImageDataset(test.images[: config.test_samples], test.labels[: config.test_samples])
     images, labels = client_data(config, train)
     bad = malicious_ids(config)
-    attack = get_attack(config.attack)
+    # Per-client attacks act inside training (labels) and on each update; colluding ones are
+    # applied after honest training, to all malicious rows at once (qbfl.learning.collusion).
+    colluding: ColludingAttack | None = None
+    per_client = {}
+    if config.attack in COLLUDING_ATTACKS:
+        colluding = get_colluding_attack(
+            config.attack, knowledge=Knowledge(config.attack_knowledge)
+        )
+    else:
+        per_client = {i: get_attack(config.attack) for i in bad}
     model = build_model(config.model_name, seed=config.seed)
     dp = (
         VectorDPConfig(
@@ -263,6 +329,7 @@ def run_simulation(
             target_delta=config.dp_delta,
             max_grad_norm=config.max_grad_norm,
             total_rounds=config.total_rounds,
+            accounting=config.dp_accounting,
         )
         if config.dp
         else None
@@ -276,7 +343,7 @@ def run_simulation(
             TASK_TRAIN_CONFIG[config.task], clip_norm=None if config.dp else config.clip_norm
         ),
         seeds=[derive_seed(config.seed, 1, i) for i in range(config.nodes)],
-        attacks={i: attack for i in bad},
+        attacks=per_client,
         device=device,
         chunk_size=config.chunk_size,
         dp=dp,
@@ -284,6 +351,9 @@ def run_simulation(
     )
     aggregator = get_aggregator(config.aggregator)
     f = config.fault_tolerance
+    if aggregator.max_faults(config.nodes) < 0:
+        raise ConfigError(f"{config.aggregator} cannot aggregate {config.nodes} updates")
+    f_used: set[int] = set()
     ids = list(range(config.nodes))
     is_bad = np.zeros(config.nodes, dtype=bool)
     is_bad[list(bad)] = True
@@ -300,15 +370,22 @@ def run_simulation(
         # whose train_local raised would; the others are aggregated as usual.
         finite = np.isfinite(updates).all(axis=1)
         dropped = tuple(int(i) for i in np.flatnonzero(~finite))
-        if not finite.any():
+        # The rule's f over the inputs actually present, as the networked round logic does:
+        # Bulyan needs N ≥ 4f + 3 and runs with f = 11 at N = 50 (docs/attacks.md).
+        n_inputs = int(finite.sum())
+        f_round = min(f, aggregator.max_faults(n_inputs))
+        if colluding is not None and bad:
+            _collude(updates, colluding, is_bad, finite, f=f_round, previous=previous, round=rnd)
+        if not finite.any() or f_round < 0:
             # Every client diverged: no block this round, the global model stays as it was.
             selected: list[int] = []
         else:
+            f_used.add(f_round)
             result = aggregator.aggregate(
                 updates[finite],
                 client_ids=[i for i in ids if finite[i]],
                 stakes=stakes[finite].copy(),
-                f=f,
+                f=f_round,
                 previous=previous,
             )
             weights = weights + torch.from_numpy(result.update)
@@ -348,6 +425,49 @@ def run_simulation(
         if on_round is not None:
             on_round(record)
     sigma = clients.accountant.noise_multiplier if clients.accountant is not None else None
+    extra: dict[str, Any] = {}
+    if f_used != {f}:  # the rule ran with a smaller f than the task's in some rounds
+        extra["f_used"] = sorted(f_used)
+    if clients.accountant is not None:
+        # What one round's release costs, beside final_epsilon (the whole run, composed).
+        extra["round_epsilon"] = clients.accountant.round_epsilon()
     return SimulationResult(
-        config=config, malicious_ids=bad, records=tuple(records), noise_multiplier=sigma
+        config=config,
+        malicious_ids=bad,
+        records=tuple(records),
+        noise_multiplier=sigma,
+        extra=extra,
     )
+
+
+def _collude(
+    updates: np.ndarray,
+    attack: ColludingAttack,
+    is_bad: np.ndarray,
+    finite: np.ndarray,
+    *,
+    f: int,
+    previous: np.ndarray | None,
+    round: int,
+) -> None:
+    """Replace the malicious rows of `updates` (in place) by what the colluding attack crafts.
+
+    The malicious clients trained honestly; the attack sees the honest clients' updates
+    (omniscient) or their own (colluders), never a diverged (non-finite) one.
+    """
+    bad_rows = np.flatnonzero(is_bad & finite)
+    if not len(bad_rows):
+        return
+    source = ~is_bad if attack.knowledge is Knowledge.OMNISCIENT else is_bad
+    reference = updates[source & finite].astype(np.float64)
+    if not len(reference):
+        return  # nothing to learn from this round: the malicious clients send their own updates
+    view = RoundView(
+        reference=reference,
+        n_inputs=int(finite.sum()),
+        n_malicious=len(bad_rows),
+        f=f,
+        previous=previous,
+        round=round,
+    )
+    updates[bad_rows] = attack.craft(view)

@@ -7,10 +7,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qbfl.aggregation import AGGREGATORS, get_aggregator
+from qbfl.aggregation import aggregator_names, get_aggregator
 from qbfl.errors import InvalidUpdate
 
-RULES = sorted(AGGREGATORS)
+RULES = aggregator_names()  # every rule, and nnm+<rule> for each
+
+
+def _f(r: dict, name: str) -> int:
+    """The round's f, capped where a rule needs more clients (Bulyan: N ≥ 4f + 3)."""
+    return min(r["f"], get_aggregator(name).max_faults(r["n"]))
+
+
 PROPS = settings(max_examples=25, deadline=None, derandomize=True)
 
 
@@ -47,14 +54,14 @@ def test_permutation_invariance_is_bitwise(r: dict, name: str) -> None:
     rule = get_aggregator(name)
     prev = _previous(r)
     base = rule.aggregate(
-        r["updates"], client_ids=r["ids"], stakes=r["stakes"], f=r["f"], previous=prev
+        r["updates"], client_ids=r["ids"], stakes=r["stakes"], f=_f(r, name), previous=prev
     )
     perm = r["rng"].permutation(r["n"])
     shuffled = rule.aggregate(
         r["updates"][perm],
         client_ids=[r["ids"][i] for i in perm],
         stakes=r["stakes"][perm],
-        f=r["f"],
+        f=_f(r, name),
         previous=prev,
     )
     assert shuffled.selected == base.selected
@@ -65,21 +72,24 @@ def test_permutation_invariance_is_bitwise(r: dict, name: str) -> None:
 @given(r=rounds(), name=st.sampled_from(RULES))
 def test_output_shape_dtype_and_selection(r: dict, name: str) -> None:
     out = get_aggregator(name).aggregate(
-        r["updates"], client_ids=r["ids"], stakes=r["stakes"], f=r["f"], previous=_previous(r)
+        r["updates"], client_ids=r["ids"], stakes=r["stakes"], f=_f(r, name), previous=_previous(r)
     )
     assert out.update.shape == (r["p"],)
     assert out.update.dtype == np.float32
     assert np.isfinite(out.update).all()
     assert list(out.selected) == sorted(set(out.selected))
     assert set(out.selected) <= set(r["ids"])
-    keep = r["n"] - r["f"] - 2
+    f = _f(r, name)
+    keep = r["n"] - f - 2
     expected = {
         "krum": 1,
         "qbfl": keep,
         "qbfl-robust": keep,
         "qbfl-median": keep,
         "qbfl-distance": keep,
-    }.get(name, r["n"])
+        "multi-krum": r["n"] - f,
+        "bulyan": r["n"] - 2 * f,
+    }.get(name.removeprefix("nnm+"), r["n"])
     assert len(out.selected) == expected
 
 
@@ -90,7 +100,7 @@ def test_every_rule_returns_a_unanimous_update_exactly(r: dict, name: str) -> No
     one = r["updates"][0]
     same = np.tile(one, (r["n"], 1))
     out = get_aggregator(name).aggregate(
-        same, client_ids=r["ids"], stakes=r["stakes"], f=r["f"], previous=_previous(r)
+        same, client_ids=r["ids"], stakes=r["stakes"], f=_f(r, name), previous=_previous(r)
     )
     assert np.array_equal(out.update, one)
 
@@ -193,5 +203,5 @@ def test_nan_anywhere_is_rejected(r: dict, name: str, where: int) -> None:
     updates.flat[where % updates.size] = np.nan
     with pytest.raises(InvalidUpdate):
         get_aggregator(name).aggregate(
-            updates, client_ids=r["ids"], stakes=r["stakes"], f=r["f"], previous=None
+            updates, client_ids=r["ids"], stakes=r["stakes"], f=_f(r, name), previous=None
         )

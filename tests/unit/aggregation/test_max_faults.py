@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qbfl.aggregation import AGGREGATORS, NO_FAULT_LIMIT, get_aggregator
+from qbfl.aggregation import NO_FAULT_LIMIT, aggregator_names, get_aggregator
 from qbfl.errors import ConfigError
 
-RULES = sorted(AGGREGATORS)
+RULES = aggregator_names()  # every rule and nnm+<rule>
 P = 3
 
 
@@ -61,6 +61,13 @@ def test_max_faults_is_monotone_and_below_n(name: str) -> None:
         ("trimmed-mean", {1: 0, 2: 0, 3: 1, 50: 24, 51: 25}),
         ("krum", {2: -1, 3: 0, 4: 1, 50: 47}),
         ("qbfl", {2: -1, 3: 0, 10: 7, 50: 47}),
+        ("multi-krum", {2: -1, 3: 0, 50: 47}),
+        ("bulyan", {2: -1, 3: 0, 6: 0, 7: 1, 50: 11}),
+        ("geomed", {0: -1, 1: NO_FAULT_LIMIT, 50: NO_FAULT_LIMIT}),
+        ("cclip", {0: -1, 1: NO_FAULT_LIMIT, 50: NO_FAULT_LIMIT}),
+        ("nnm+median", {0: -1, 1: 0, 50: 49}),
+        ("nnm+trimmed-mean", {1: 0, 50: 24}),
+        ("nnm+qbfl", {2: -1, 50: 47}),
     ],
 )
 def test_max_faults_values(name: str, expected: dict[int, int]) -> None:

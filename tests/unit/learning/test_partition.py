@@ -1,11 +1,17 @@
-"""LotteryFL non-IID partition: sizes, disjointness, determinism."""
+"""Client partitions (LotteryFL, Dirichlet, IID): sizes, disjointness, determinism."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from qbfl.learning.partition import client_indices
+from qbfl.learning.partition import (
+    client_indices,
+    dirichlet_allocation,
+    dirichlet_indices,
+    iid_indices,
+    partition_indices,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +68,59 @@ def test_invalid_arguments(labels: np.ndarray, kwargs: dict[str, float]) -> None
     args: dict = {"client_id": 0, "seed": 0, **kwargs}
     with pytest.raises(ValueError):
         client_indices(labels, **args)
+
+
+# -- Dirichlet label skew and IID (issue 13, item 4) -----------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1, 0.5, 10.0])
+def test_dirichlet_is_a_disjoint_partition_of_equal_sizes(labels: np.ndarray, alpha: float) -> None:
+    parts = [dirichlet_indices(labels, k, seed=3, alpha=alpha) for k in range(50)]
+    assert all(len(p) == 775 for p in parts)
+    every = np.concatenate(parts)
+    assert len(np.unique(every)) == len(every)  # no image held twice
+    # each client's own slice equals its row of the shared allocation table
+    table = dirichlet_allocation(np.bincount(labels), n_clients=50, seed=3, alpha=alpha, size=775)
+    for k in (0, 17, 49):
+        assert np.array_equal(np.bincount(labels[parts[k]], minlength=10), table[k])
+
+
+def test_dirichlet_alpha_controls_the_label_skew(labels: np.ndarray) -> None:
+    def classes_held(alpha: float) -> float:
+        parts = [dirichlet_indices(labels, k, seed=1, alpha=alpha) for k in range(50)]
+        # classes that make up at least 5 % of a client's images
+        return float(np.mean([(np.bincount(labels[p], minlength=10) >= 39).sum() for p in parts]))
+
+    assert classes_held(0.1) < 3.5 < classes_held(0.5) < classes_held(100.0) == 10.0
+
+
+def test_dirichlet_caps_classes_that_run_out() -> None:
+    # 3 classes of 100 images, 5 clients × 50: demand must fit the supply exactly per class
+    counts = np.array([100, 100, 100])
+    table = dirichlet_allocation(counts, n_clients=5, seed=0, alpha=0.01, size=50)
+    assert (table.sum(axis=1) == 50).all()
+    assert (table.sum(axis=0) <= counts).all()
+
+
+def test_iid_is_uniform_disjoint_and_seeded(labels: np.ndarray) -> None:
+    parts = [iid_indices(labels, k, seed=2) for k in range(50)]
+    every = np.concatenate(parts)
+    assert len(np.unique(every)) == 50 * 775
+    held = np.bincount(labels[parts[0]], minlength=10)
+    assert held.min() > 40  # ~77 per class, not one label per shard
+    assert not np.array_equal(parts[0], iid_indices(labels, 0, seed=3))
+
+
+def test_partition_registry_and_errors(labels: np.ndarray) -> None:
+    assert np.array_equal(
+        partition_indices("lotteryfl", labels, 4, n_clients=50, seed=1),
+        client_indices(labels, 4, seed=1),
+    )
+    with pytest.raises(ValueError, match="unknown partition"):
+        partition_indices("shards", labels, 0, n_clients=50, seed=0)
+    with pytest.raises(ValueError, match="alpha is required"):
+        partition_indices("dirichlet", labels, 0, n_clients=50, seed=0)
+    with pytest.raises(ValueError, match="alpha must be"):
+        dirichlet_indices(labels, 0, seed=0, alpha=0.0)
+    with pytest.raises(ValueError, match="only 60000"):
+        iid_indices(labels, 0, n_clients=100, seed=0, size=775)

@@ -158,3 +158,38 @@ def test_gradient_clipping_matches_train_local_and_changes_the_update() -> None:
         torch.testing.assert_close(got[i], want, atol=ATOL, rtol=0)
     # random labels give gradients far above 0.2, so clipping must shrink the step
     assert float(got.norm()) < 0.8 * float(unclipped.norm())
+
+
+def test_round_accounting_spends_the_budget_each_round_and_reports_the_composition() -> None:
+    images, labels = _data(2, 40, seed=4)
+    model = build_model("fcnn-mpo", seed=0)
+    cfg = TrainConfig(lr=0.05)
+    per_run = VectorizedClients(
+        model,
+        images,
+        labels,
+        cfg,
+        seeds=[1, 2],
+        dp=VectorDPConfig(total_rounds=3, accountant="rdp"),
+    )
+    per_round = VectorizedClients(
+        model,
+        images,
+        labels,
+        cfg,
+        seeds=[1, 2],
+        dp=VectorDPConfig(total_rounds=3, accountant="rdp", accounting="round"),
+    )
+    assert per_round.accountant is not None and per_run.accountant is not None
+    # less noise: one round's release, not three, is held to (4, 1e-5)
+    assert per_round.accountant.noise_multiplier < per_run.accountant.noise_multiplier
+    assert per_round.accountant.round_epsilon() == pytest.approx(4.0, abs=0.05)
+    w = flatten_params(model)
+    spent = []
+    for rnd in range(3):
+        per_round.train_round(w, round=rnd)
+        spent.append(per_round.spent_epsilon())
+    assert spent[0] == pytest.approx(4.0, abs=0.05)
+    assert 4.5 < spent[1] < spent[2]  # the composition of three (4, 1e-5) releases
+    with pytest.raises(ValueError, match="accounting"):
+        VectorDPConfig(total_rounds=3, accounting="epoch")

@@ -107,3 +107,53 @@ def test_table2_central_lr_is_its_own_cached_cell_and_bad_values_are_usage_error
     # the default learning rate is another cell: --cached-only finds nothing for it
     run = CliRunner().invoke(main, [*base, "--cached-only", "--json"])
     assert run.exit_code == 0 and '"rows": []' in run.output, run.output
+
+
+def _bench_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]) -> dict:
+    import json
+
+    from click.testing import CliRunner
+
+    from qbfl.bench.cli import main
+
+    monkeypatch.chdir(tmp_path)  # cache and results land under ./bench/results here
+    run = CliRunner().invoke(main, [*args, "--json"])
+    assert run.exit_code == 0, run.output
+    return dict(json.loads(run.output[run.output.index('{\n  "benchmark"') :]))
+
+
+def test_fig4_round_accounting_is_its_own_cell_with_the_composed_epsilon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["fig4", "--rounds", "2", "--malicious", "0", "--dp-accounting", "round"]
+    row = _bench_json(tmp_path, monkeypatch, args)["rows"][0]
+    assert row["accounting"] == "round" and row["final_%_under_run"] == ""  # not cached here
+    assert row["round_epsilon"] == pytest.approx(4.0, abs=0.01)
+    assert row["spent_epsilon"] > 4.5  # two (4, 1e-5) rounds compose to more
+    assert (tmp_path / "bench/results/fig4-mnist-round.png").is_file()
+
+
+def test_robustness_caches_each_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["robustness", "--rounds", "1", "--cells", "qbfl:ipm,bulyan:alie"]
+    first = _bench_json(tmp_path, monkeypatch, args)
+    again = _bench_json(tmp_path, monkeypatch, args)
+    assert [(r["rule"], r["attack"], r["cached"]) for r in first["rows"]] == [
+        ("qbfl", "ipm", False),
+        ("bulyan", "alie", False),
+    ]
+    assert all(r["cached"] for r in again["rows"])
+    assert first["rows"][1]["f_used"] == "11"  # Bulyan at N = 50: 4f + 3 ≤ 50
+    assert set(first["best_of_ours"]) == {"ipm"}
+
+
+def test_aggregators_times_every_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qbfl.bench.aggregators import RULES
+
+    doc = _bench_json(
+        tmp_path, monkeypatch, ["aggregators", "--n", "12", "--f", "3", "--dims", "20,40"]
+    )
+    assert [(r["d"], r["rule"]) for r in doc["rows"]] == [(d, r) for d in (20, 40) for r in RULES]
+    assert all(r["ours_ms"] > 0 for r in doc["rows"])
+    if doc["byzfl_version"] is not None:
+        krum = next(r for r in doc["rows"] if r["rule"] == "krum")
+        assert krum["byzfl_ms"] > 0

@@ -138,3 +138,61 @@ def test_rebalancing_keeps_the_function_and_norms_are_recorded() -> None:
     cores = [b.norms[f"fc1.core{k}"] for k in range(4)]
     assert max(cores) / min(cores) < 2**1.5
     assert b.norms["update"] > 0 and b.norms["client_update_max"] >= b.norms["update"]
+
+
+@pytest.mark.parametrize("knowledge", ["omniscient", "colluders"])
+def test_colluding_attack_replaces_the_malicious_rows(
+    knowledge: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import qbfl.orchestrator.simulate as simulate
+
+    seen: list[tuple[int, int]] = []
+    real = simulate._collude
+
+    def spy(updates, attack, is_bad, finite, **kwargs):  # type: ignore[no-untyped-def]
+        real(updates, attack, is_bad, finite, **kwargs)
+        # every malicious row now carries the one crafted vector
+        rows = updates[is_bad]
+        assert (rows == rows[0]).all()
+        seen.append((int(is_bad.sum()), attack.knowledge.value == knowledge))
+
+    monkeypatch.setattr(simulate, "_collude", spy)
+    config = SimulationConfig(
+        **TINY, malicious=2, attack="ipm", aggregator="multi-krum", attack_knowledge=knowledge
+    )  # type: ignore[arg-type]
+    result = run_simulation(config)
+    assert seen == [(2, True)] * 2
+    assert len(result.records) == 2
+    doc = config.to_json()
+    assert ("attack_knowledge" in doc) == (knowledge != "omniscient")
+
+
+def test_bulyan_runs_with_the_f_it_can_serve() -> None:
+    config = SimulationConfig(**TINY, malicious=1, attack="alie", aggregator="bulyan")  # type: ignore[arg-type]
+    result = run_simulation(config)
+    # 6 nodes, task f = ⌊2.4⌋ = 2, Bulyan needs N ≥ 4f + 3: it aggregates with f = 0
+    assert result.extra["f_used"] == [0]
+
+
+def test_added_fields_keep_old_cache_keys() -> None:
+    doc = SimulationConfig(task="mnist", nodes=50).to_json()
+    for name in ("partition", "alpha", "dp_accounting", "attack_knowledge"):
+        assert name not in doc
+    doc = SimulationConfig(task="mnist", partition="dirichlet", alpha=0.5).to_json()
+    assert (doc["partition"], doc["alpha"]) == ("dirichlet", 0.5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"partition": "dirichlet"}, "needs alpha"),
+        ({"partition": "iid", "alpha": 0.5}, "only by the dirichlet"),
+        ({"partition": "shards"}, "unknown partition"),
+        ({"dp_accounting": "epoch"}, "dp_accounting"),
+        ({"attack_knowledge": "oracle"}, "attack_knowledge"),
+        ({"attack": "alie", "malicious": 6}, "all are malicious"),
+    ],
+)
+def test_new_options_are_validated(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SimulationConfig(**(dict(TINY) | kwargs))  # type: ignore[arg-type]

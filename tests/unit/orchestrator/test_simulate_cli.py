@@ -50,3 +50,24 @@ def test_simulate_writes_rounds_summary_and_plot(tmp_path: Path) -> None:
     assert summary["config"]["malicious"] == 2 and summary["config"]["f"] == 2
     assert 0.0 <= summary["final_accuracy"] <= 1.0 and "mean_last_20" in summary
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_new_options_reach_the_run(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, text = _run(
+        "--nodes", "6", "--malicious", "2", "--attack", "minmax", "--aggregator", "nnm+qbfl",
+        "--partition", "dirichlet", "--alpha", "0.5", "--attack-knowledge", "colluders",
+        "--rounds", "1", "--device", "cpu", "--out", str(out),
+        "--samples-per-client", "60", "--test-samples", "300",
+    )  # fmt: skip
+    assert code == 0, text
+    assert "partition dirichlet α=0.5" in text
+    config = json.loads((out / "summary.json").read_text())["config"]
+    assert (config["partition"], config["alpha"]) == ("dirichlet", 0.5)
+    assert (config["attack"], config["attack_knowledge"]) == ("minmax", "colluders")
+    assert config["aggregator"] == "nnm+qbfl"
+
+
+def test_alpha_without_dirichlet_is_a_usage_error() -> None:
+    code, out = _run("--alpha", "0.5")
+    assert code == 2 and "dirichlet" in out
