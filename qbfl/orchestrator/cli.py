@@ -145,6 +145,25 @@ def simulate(
     if consensus:
         from qbfl.orchestrator.fullsim_cli import simulate_consensus
 
+        # The full protocol's nodes train as `qbfl-node` does: LotteryFL shards, no DP here.
+        plain_only = [
+            flag
+            for flag, used in (
+                ("--dp", dp),
+                ("--dp-accounting", dp_accounting != "run"),
+                ("--partition", partition != "lotteryfl"),
+                ("--alpha", alpha is not None),
+                ("--attack-knowledge", attack_knowledge != "omniscient"),
+                ("--samples-per-client", samples_per_client is not None),
+            )
+            if used
+        ]
+        if plain_only:
+            raise click.UsageError(
+                f"{', '.join(plain_only)}: plain simulator only; --consensus nodes train as "
+                "qbfl-node does (LotteryFL shards, no DP)"
+            )
+
         groups = (
             malicious
             if isinstance(malicious, tuple)

@@ -71,3 +71,15 @@ def test_new_options_reach_the_run(tmp_path: Path) -> None:
 def test_alpha_without_dirichlet_is_a_usage_error() -> None:
     code, out = _run("--alpha", "0.5")
     assert code == 2 and "dirichlet" in out
+
+
+def test_plain_simulator_flags_with_consensus_are_a_usage_error() -> None:
+    for flags in (
+        ("--dp",),
+        ("--partition", "dirichlet", "--alpha", "0.5"),
+        ("--dp-accounting", "round"),
+        ("--attack-knowledge", "colluders"),
+    ):
+        code, out = _run("--consensus", "--nodes", "6", "--rounds", "1", *flags)
+        assert code == 2, out
+        assert flags[0] in out and "plain simulator only" in out
