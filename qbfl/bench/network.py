@@ -16,18 +16,12 @@ from typing import Any
 
 import click
 
+from qbfl.orchestrator.memory import pss_of
+
 
 def _pss_kib(pid: int | None) -> int:
-    if not pid:
-        return 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        return 0
-    return 0
+    """A node process's PSS in KiB; 0 once it is gone (or before it started)."""
+    return (pss_of([pid]) or 0) // 1024 if pid else 0
 
 
 def loop_baseline(*, nodes: int, malicious: str, rounds: int, seed: int) -> dict[str, Any]:
