@@ -16,13 +16,6 @@ from typing import Any
 
 import click
 
-from qbfl.orchestrator.memory import pss_of
-
-
-def _pss_kib(pid: int | None) -> int:
-    """A node process's PSS in KiB; 0 once it is gone (or before it started)."""
-    return (pss_of([pid]) or 0) // 1024 if pid else 0
-
 
 def loop_baseline(*, nodes: int, malicious: str, rounds: int, seed: int) -> dict[str, Any]:
     """The per-client loop: every client's Learner trains in turn, Alg. 2 with stakes, evaluate."""
@@ -120,7 +113,6 @@ def command(
     from qbfl.bench.report import emit
     from qbfl.node.roles import parse_malicious_spec
     from qbfl.orchestrator.launch import UpConfig, run_up
-    from qbfl.orchestrator.local import NetworkPlan
 
     if out.exists():
         shutil.rmtree(out)  # the benchmark's scratch network: a fresh one every run
@@ -129,13 +121,6 @@ def command(
         if skip_loop
         else loop_baseline(nodes=nodes, malicious=malicious, rounds=rounds, seed=seed)
     )
-    peak = {"pss_kib": 0, "per_node_max_kib": 0}
-
-    def memory(plan: NetworkPlan) -> None:
-        values = [_pss_kib(e.pid) for e in plan.nodes]
-        peak["pss_kib"] = max(peak["pss_kib"], sum(values))
-        peak["per_node_max_kib"] = max(peak["per_node_max_kib"], max(values, default=0))
-
     summary = run_up(
         UpConfig(
             nodes=nodes,
@@ -151,8 +136,12 @@ def command(
             defer_evaluation=True,  # the observer's evaluation is not the protocol's cost
         ),
         stream=io.StringIO(),
-        monitor=memory,
     )
+    sampled = summary["memory_peak"]  # run_up's sampler: every node process every 2 s
+    peak = {
+        "pss_kib": sampled["pss_bytes"] // 1024,
+        "per_node_max_kib": sampled["max_node_pss_bytes"] // 1024,
+    }
     phases = summary["phases_per_round"]
     timed = [p for p in phases[1:] if "round_s" in p]  # round 1 includes start-up: reported apart
     mean = (

@@ -84,8 +84,8 @@ class EventLoop:
             except BaseException as exc:  # delivered to the caller; the loop goes on
                 if future is not None:
                     future.set_exception(exc)
-                else:
-                    log.debug("loop work failed: %r", exc)
+                else:  # nobody waits for this result: a bug here would otherwise stall silently
+                    log.error("loop work failed", exc_info=exc)
             else:
                 if future is not None:
                     future.set_result(result)

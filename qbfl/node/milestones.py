@@ -7,6 +7,7 @@ and block propagation (docs/network.md, "Where a round's time goes").
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -19,19 +20,26 @@ KEEP_ROUNDS = 16
 
 
 class Milestones:
-    """round → {milestone: time}; the first time a milestone is reached counts."""
+    """round → {milestone: time}; the first time a milestone is reached counts.
+
+    gRPC handler threads, the trainer and the event loop mark, and the status answer reads: one
+    lock keeps `recent` from iterating while a mark inserts or evicts a round.
+    """
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
+        self._lock = threading.Lock()
         self.rounds: OrderedDict[int, dict[str, float]] = OrderedDict()
 
     def mark(self, round: int, name: str, at: float | None = None) -> None:
-        entry = self.rounds.get(round)
-        if entry is None:
-            entry = self.rounds[round] = {}
-            while len(self.rounds) > KEEP_ROUNDS:
-                self.rounds.popitem(last=False)
-        entry.setdefault(name, self._clock() if at is None else at)
+        when = self._clock() if at is None else at
+        with self._lock:
+            entry = self.rounds.get(round)
+            if entry is None:
+                entry = self.rounds[round] = {}
+                while len(self.rounds) > KEEP_ROUNDS:
+                    self.rounds.popitem(last=False)
+            entry.setdefault(name, when)
 
     def observe(
         self, round: int, event: Event, effects: list[Effect], started: float, ended: float
@@ -55,4 +63,5 @@ class Milestones:
                 self.mark(effect.block.round + 1, "entered", ended)
 
     def recent(self) -> dict[str, dict[str, float]]:
-        return {str(r): dict(m) for r, m in self.rounds.items()}
+        with self._lock:
+            return {str(r): dict(m) for r, m in self.rounds.items()}

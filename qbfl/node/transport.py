@@ -172,8 +172,12 @@ class GrpcTransport:
         expires: float,
         attempt: int,
     ) -> None:
+        # The first attempt takes the peer's in-flight slot; whichever attempt ends the message
+        # (sent, failed for good, or dropped on a retry) gives it back.
         if self.disconnected():
             self.counters["dropped:disconnected"] += 1
+            if attempt > 0:
+                self._release(to)
             return
         with self._lock:
             if attempt == 0 and self._in_flight[to] >= MAX_IN_FLIGHT:
@@ -181,9 +185,23 @@ class GrpcTransport:
                 return
             if attempt == 0:
                 self._in_flight[to] += 1
-        method: Any = getattr(self._stub(to), _RPC[kind])
-        future = method.future(envelope, timeout=CALL_DEADLINE_S)
+        try:
+            method: Any = getattr(self._stub(to), _RPC[kind])
+            future = method.future(envelope, timeout=CALL_DEADLINE_S)
+        except Exception:  # a channel closed under us (shutdown): the message ends here
+            self.counters[f"failed:{kind.value}:not_started"] += 1
+            self._release(to)
+            raise
         future.add_done_callback(lambda f: self._done(f, to, kind, envelope, expires, attempt))
+
+    def _release(self, to: int) -> None:
+        with self._lock:
+            self._in_flight[to] -= 1
+
+    def in_flight(self, to: int) -> int:
+        """Messages to `to` that have not ended yet (sent, failed or dropped)."""
+        with self._lock:
+            return self._in_flight[to]
 
     def _done(
         self,
@@ -220,8 +238,7 @@ class GrpcTransport:
                 code.name,
                 future.details(),
             )
-        with self._lock:
-            self._in_flight[to] -= 1
+        self._release(to)
 
     # --- catch-up ---------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""qbfl-orchestrator: launch QBFL networks (in-process simulation now; local processes and Docker later)."""
+"""qbfl-orchestrator: launch QBFL networks: in-process simulation, local node processes, Docker containers."""
 
 from __future__ import annotations
 

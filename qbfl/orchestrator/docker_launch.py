@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from qbfl.errors import ConfigError
+from qbfl.node.config import BASE_PORT
 from qbfl.node.roles import Roles, assign_roles, describe
 from qbfl.orchestrator.docker_backend import DockerNetwork
 from qbfl.orchestrator.docker_image import ImageBuild, host_extra_cas
@@ -88,6 +90,27 @@ def _plan(config: UpConfig, settings: NetworkSettings, project: str, image: str)
     )
 
 
+def refuse_local_only(config: UpConfig) -> None:
+    """`up` options the docker backend cannot honour fail here, before any engine call, instead
+    of running a network other than the one asked for."""
+    local_only = [
+        flag
+        for flag, used in (
+            ("--eavesdrop", bool(config.eavesdrop)),
+            ("--qkd seeded", config.qkd != "bb84"),
+            ("--base-port", config.base_port != BASE_PORT),
+            ("--resume", config.resume),
+        )
+        if used
+    ]
+    if local_only:
+        raise ConfigError(
+            f"{', '.join(local_only)}: local backend only (containers run BB84 on untapped links, "
+            "node N listens on --publisher-port + 1 + N, and every `up --backend docker` starts a "
+            "fresh network)"
+        )
+
+
 def run_up_docker(
     config: UpConfig,
     *,
@@ -97,20 +120,19 @@ def run_up_docker(
     stream: TextIO = sys.stdout,
 ) -> dict[str, Any]:
     """Build (or reuse) the image, start publisher and nodes as containers, follow, stop them."""
+    refuse_local_only(config)
     out = config.out.resolve()
-    if (out / "network.json").exists() and not config.resume:
-        from qbfl.errors import ConfigError
-
+    if (out / "network.json").exists():
         raise ConfigError(
-            f"{out} holds a network from an earlier `up`: pass --resume, another --out, or "
-            "run `qbfl-orchestrator down --out` first"
+            f"{out} holds a network from an earlier `up`: pass another --out, or run "
+            f"`qbfl-orchestrator down --out {config.out}` first (--resume is local-backend only)"
         )
     out.mkdir(parents=True, exist_ok=True)
     settings = _settings(config)
     project = project_name(out)
     net = DockerNetwork(project, image=image)
     display = LiveDisplay(stream)
-    if not config.resume and (leftovers := net.down(volumes=True)):
+    if leftovers := net.down(volumes=True):
         # The --out that recorded them is gone (checked above), so nothing can reach them any
         # more; their volumes hold ledgers of another genesis, which a new node must not load.
         display.log(
@@ -218,8 +240,6 @@ def perturb_container(plan: NetworkPlan, node_id: int, action: str, seconds: flo
             raise QbflError(f"{service}: could not arm the disconnect: {output.strip()}")
         net.kill(service, signal="SIGUSR1")  # init forwards it to qbfl-node
         return f"{service} drops all peer traffic for {seconds:g} s"
-    from qbfl.errors import ConfigError
-
     raise ConfigError(f"unknown perturbation {action!r}; use kill, pause, restart or disconnect")
 
 

@@ -193,7 +193,6 @@ def run_up(
     config: UpConfig,
     *,
     stream: TextIO = sys.stdout,
-    monitor: Callable[[NetworkPlan], None] | None = None,
 ) -> dict[str, Any]:
     """Start the network on this machine's processes, follow it to `rounds` blocks, stop it; the
     summary (raises ChainStalled)."""
@@ -222,13 +221,7 @@ def run_up(
             sampler.finish()
             return backend.stop_all()
 
-        summary = follow(
-            config,
-            plan,
-            display,
-            stop=stop,
-            monitor=None if monitor is None else (lambda: monitor(plan)),
-        )
+        summary = follow(config, plan, display, stop=stop)
         summary.update(backend="local", malicious=describe(roles), memory_peak=sampler.peak)
         _write_results(out, summary, summary["phases_per_round"], config)
         return summary
@@ -286,7 +279,6 @@ def follow(
     display: LiveDisplay,
     *,
     stop: Callable[[], dict[int, int | None]],
-    monitor: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Wait for the genesis, follow the chain to `rounds` blocks with the live display, stop the
     nodes (`stop` returns their exit codes) and return the summary: the loop every backend shares."""
@@ -340,8 +332,6 @@ def follow(
         now = time.monotonic()
         if applied:
             last_progress = now
-            if monitor is not None:
-                monitor()
         if now >= next_status:
             poll_statuses()
         display.show(_status_lines(config, observer, statuses, phases, started))
