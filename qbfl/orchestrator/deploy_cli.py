@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from qbfl.orchestrator.roles import DEFAULT_MALICIOUS_SPEC, NODE_ROLES, parse_malicious_spec
-from qbfl.orchestrator.services import NetworkSettings, TaskSettings
+from qbfl.orchestrator.services import DEFAULT_IMAGE, NetworkSettings, TaskSettings
 
 MALICIOUS_HELP = (
     "COUNT:ROLE[+ROLE...] groups, comma-separated (e.g. 10:labelflip,3:oppose,2:bitflip+oppose; "
@@ -179,7 +179,7 @@ def compose(
 )
 @_network_options
 @click.option(
-    "--image", default="qbfl:latest", show_default=True, help="an image the cluster can pull"
+    "--image", default=DEFAULT_IMAGE, show_default=True, help="an image the cluster can pull"
 )
 @click.option("--storage-class", default=None, help="for the volumes (default: the cluster's)")
 @click.option(

@@ -33,9 +33,14 @@ from qbfl.orchestrator.launch import (
 from qbfl.orchestrator.local import NetworkPlan, NodeEntry, locked
 from qbfl.orchestrator.memory import PeakMemory
 from qbfl.orchestrator.roles import parse_malicious_spec
-from qbfl.orchestrator.services import DATA_ROOT, NetworkSettings, TaskSettings, plan_network
+from qbfl.orchestrator.services import (
+    DATA_ROOT,
+    DEFAULT_IMAGE,
+    NetworkSettings,
+    TaskSettings,
+    plan_network,
+)
 
-DEFAULT_IMAGE = "qbfl:latest"
 PUBLISHER_START_S = 300.0
 
 

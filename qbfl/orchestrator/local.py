@@ -186,6 +186,7 @@ class LocalBackend:
         if self._ctx is None:
             if self._preload_task:
                 os.environ["QBFL_PRELOAD_TASK"] = self._preload_task
+                # qbfl.learning.models.TASK_MODEL, restated: importing it would load torch here
                 os.environ["QBFL_PRELOAD_MODEL"] = (
                     "cnn-mpo" if self._preload_task == "fashion-mnist" else "fcnn-mpo"
                 )

@@ -11,6 +11,7 @@ import click
 from qbfl.errors import ConfigError
 from qbfl.node.config import BASE_PORT
 from qbfl.node.roles import RoleGroup, parse_malicious_spec
+from qbfl.orchestrator.services import DEFAULT_IMAGE
 
 DEFAULT_OUT = Path("run") / "network"
 
@@ -123,7 +124,7 @@ class LinkList(click.ParamType):
 )
 @click.option(
     "--image",
-    default="qbfl:latest",
+    default=DEFAULT_IMAGE,
     show_default=True,
     help="--backend docker: the image to run (built from the Dockerfile when missing).",
 )
