@@ -105,7 +105,7 @@ def command(
     from qbfl.orchestrator.docker_launch import project_name
     from qbfl.orchestrator.launch import UpConfig
 
-    groups = [] if malicious == "none" else parse_malicious_spec(malicious)
+    groups = parse_malicious_spec(malicious)
     results: dict[str, dict[str, float]] = {}
     for backend in ("docker", "local"):
         directory = out / backend

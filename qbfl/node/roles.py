@@ -76,9 +76,10 @@ class RoleGroup:
 
 
 def parse_malicious_spec(spec: str) -> tuple[RoleGroup, ...]:
-    """`20:labelflip,5:oppose,2:random+byzantine` → groups; '' or '0' → no malicious node."""
+    """`20:labelflip,5:oppose,2:random+byzantine` → groups; '', '0' or 'none' → no malicious node
+    (as qbfl.orchestrator.roles, which `compose` and `k8s` use, reads the same spec)."""
     spec = spec.strip()
-    if spec in ("", "0"):
+    if spec in ("", "0", "none"):
         return ()
     groups: list[RoleGroup] = []
     for part in spec.split(","):

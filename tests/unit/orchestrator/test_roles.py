@@ -6,6 +6,7 @@ import pytest
 
 from qbfl.consensus.attacks import CONSENSUS_ATTACKS
 from qbfl.learning.attacks import ATTACKS
+from qbfl.node import roles as node_roles
 from qbfl.orchestrator.roles import (
     DEFAULT_MALICIOUS_SPEC,
     NODE_ROLES,
@@ -28,6 +29,9 @@ def test_parse_and_format_round_trip() -> None:
     )
     assert format_malicious_spec(groups) == "10:labelflip,3:oppose,2:bitflip+oppose"
     assert parse_malicious_spec("none") == () == parse_malicious_spec("")
+    # `up` and the benches read the spec with the node's parser: the same words mean no attacker
+    for empty in ("none", "", "0"):
+        assert node_roles.parse_malicious_spec(empty) == ()
     assert format_malicious_spec(()) == "none"
 
 
@@ -81,7 +85,6 @@ def test_roles_are_the_node_clis_and_exist_in_the_core() -> None:
 
 
 def test_the_local_backend_assigns_the_same_ids_and_groups() -> None:
-    from qbfl.node import roles as node_roles
 
     spec = DEFAULT_MALICIOUS_SPEC
     ours = assign_roles(50, parse_malicious_spec(spec), seed=3)
