@@ -58,6 +58,7 @@ def _figures(summary: dict[str, Any], out: Path, rounds: int) -> dict[str, float
         block_interval_s=float(np.mean(gaps)) if gaps else math.nan,
         memory_total_gib=memory["pss_bytes"] / 2**30,
         memory_per_node_max_mib=memory["max_node_pss_bytes"] / 2**20,
+        memory_pss_unreadable=memory["pss_unreadable"],  # > 0: the PSS figures are lower bounds
         final_accuracy=summary["final_accuracy"] or math.nan,
         view_changes=summary["view_changes"],
     )
@@ -78,6 +79,7 @@ LABELS = {
     "propagation_s": "  phase propagation, s",
     "memory_total_gib": "nodes' peak total PSS, GiB",
     "memory_per_node_max_mib": "one node's peak PSS, MiB",
+    "memory_pss_unreadable": "node readings without a PSS (> 0: PSS rows are lower bounds)",
     "final_accuracy": "final accuracy",
     "view_changes": "view changes",
 }

@@ -141,6 +141,7 @@ def command(
     peak = {
         "pss_kib": sampled["pss_bytes"] // 1024,
         "per_node_max_kib": sampled["max_node_pss_bytes"] // 1024,
+        "pss_unreadable": sampled["pss_unreadable"],  # > 0: the figures are lower bounds
     }
     phases = summary["phases_per_round"]
     timed = [p for p in phases[1:] if "round_s" in p]  # round 1 includes start-up: reported apart

@@ -61,7 +61,15 @@ class PeakMemory(threading.Thread):
         self._sample = sample
         self._interval_s = interval_s
         self._done = threading.Event()
-        self.peak = {"pss_bytes": 0, "working_set_bytes": 0, "max_node_pss_bytes": 0, "samples": 0}
+        # pss_unreadable: node readings without a PSS (a process /proc would not show), which
+        # count as 0 above: a reader of the peaks must know they are then lower bounds
+        self.peak = {
+            "pss_bytes": 0,
+            "working_set_bytes": 0,
+            "max_node_pss_bytes": 0,
+            "samples": 0,
+            "pss_unreadable": 0,
+        }
 
     def run(self) -> None:
         while not self._done.is_set():
@@ -79,6 +87,7 @@ class PeakMemory(threading.Thread):
                     peak["working_set_bytes"], sum(u.working_set_bytes for u in nodes)
                 )
                 peak["samples"] += 1
+                peak["pss_unreadable"] += sum(u.pss_bytes is None for u in nodes)
             self._done.wait(self._interval_s)
 
     def finish(self) -> None:

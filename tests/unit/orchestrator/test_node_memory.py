@@ -47,6 +47,8 @@ class _FakeNet:
         mib = 1 << 20
         per_node = 100 * mib if self.calls == 3 else 50 * mib
         usage = {f"node-{i}": MemoryUsage(per_node, per_node, per_node) for i in range(3)}
+        if self.calls == 4:  # one node's PSS could not be read: counted, not hidden
+            usage["node-2"] = MemoryUsage(per_node, per_node, None)
         usage["publisher"] = MemoryUsage(999 * mib, 999 * mib, 999 * mib)  # not a node
         return usage
 
@@ -65,6 +67,7 @@ def test_peak_memory_samples_on_its_own_thread_and_keeps_the_maximum() -> None:
         sampler.peak["pss_bytes"] == 300 << 20
     )  # three nodes at 100 MiB; the publisher not counted
     assert sampler.peak["samples"] >= 3
+    assert sampler.peak["pss_unreadable"] == 1
 
 
 def test_a_live_process_has_rss_and_pss_and_a_gone_one_none() -> None:
