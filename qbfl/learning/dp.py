@@ -33,6 +33,9 @@ class DPConfig:
     accountant: str = "prv"  # Opacus' default; "rdp" is slightly looser but calibrates faster
     # Set to skip calibration (seconds per search); ε is then whatever σ gives, see spent_epsilon().
     noise_multiplier: float | None = None
+    # σ is calibrated so that this many rounds spend (ε, δ); None: all `total_rounds`. 1 is the
+    # paper's per-round reading (each round's release is (ε, δ)-DP; the run composes to more).
+    calibration_rounds: int | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.target_epsilon) and self.target_epsilon > 0):
@@ -43,6 +46,12 @@ class DPConfig:
             raise ValueError(f"max_grad_norm must be positive, got {self.max_grad_norm}")
         if self.total_rounds < 1:
             raise ValueError(f"total_rounds must be >= 1, got {self.total_rounds}")
+        if self.calibration_rounds is not None and not (
+            1 <= self.calibration_rounds <= self.total_rounds
+        ):
+            raise ValueError(
+                f"calibration_rounds must be in [1, total_rounds], got {self.calibration_rounds}"
+            )
         if self.noise_multiplier is not None and not (
             math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0
         ):
@@ -172,7 +181,7 @@ class DPClientTrainer:
             target_epsilon=dp.target_epsilon,
             target_delta=dp.target_delta,
             sample_rate=sample_rate,
-            steps=dp.total_rounds * cfg.epochs * len(loader),
+            steps=(dp.calibration_rounds or dp.total_rounds) * cfg.epochs * len(loader),
             accountant=dp.accountant,
         )
         self.engine = PrivacyEngine(accountant=dp.accountant, secure_mode=False)

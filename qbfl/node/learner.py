@@ -50,10 +50,13 @@ class Learner:
         *,
         attack: str | None = None,
         dp: bool = False,
+        dp_accounting: str = "run",
         device: str = "cpu",
         data_dir: Path | None = None,
     ) -> None:
         task = genesis.task
+        if dp_accounting not in ("run", "round"):
+            raise ConfigError(f"dp_accounting must be run or round, got {dp_accounting!r}")
         if attack is not None and attack not in ATTACKS:
             raise ConfigError(f"unknown model attack {attack!r}; valid: {', '.join(MODEL_ATTACKS)}")
         self.node_id = node_id
@@ -88,11 +91,15 @@ class Learner:
             from qbfl.learning.dp import DPClientTrainer, DPConfig
 
             settings = task.dp
+            # run: (ε, δ) for all of the task's rounds; round: for each round's release alone
+            # (the paper's reading, docs/bench-simulator.md), σ calibrated to one round's steps
+            calibration = None if dp_accounting == "run" else 1
             config = (
-                DPConfig(total_rounds=task.rounds)
+                DPConfig(total_rounds=task.rounds, calibration_rounds=calibration)
                 if settings is None
                 else DPConfig(
                     total_rounds=task.rounds,
+                    calibration_rounds=calibration,
                     target_epsilon=settings.target_epsilon,
                     target_delta=settings.target_delta,
                     max_grad_norm=settings.max_grad_norm,
@@ -170,3 +177,8 @@ class Learner:
 
     def spent_epsilon(self) -> float:
         return 0.0 if self._dp is None else self._dp.spent_epsilon()
+
+    @property
+    def noise_multiplier(self) -> float | None:
+        """DP-SGD's σ (None without DP)."""
+        return None if self._dp is None else self._dp.noise_multiplier

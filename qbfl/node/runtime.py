@@ -139,6 +139,8 @@ class NodeRuntime:
         """Train for `round` if it is still the round in progress; None if not (or if diverged)."""
         if self.learner is None or round != self.node.round:
             return None
+        if round > self.learner.task.rounds:
+            return None  # the task is over: no block will take it (and a DP budget is spent)
         started = self._clock()
         try:
             update = self.learner.train(round)

@@ -145,12 +145,10 @@ def simulate(
     if consensus:
         from qbfl.orchestrator.fullsim_cli import simulate_consensus
 
-        # The full protocol's nodes train as `qbfl-node` does: LotteryFL shards, no DP here.
+        # The full protocol's nodes train as `qbfl-node` does: LotteryFL shards, own updates.
         plain_only = [
             flag
             for flag, used in (
-                ("--dp", dp),
-                ("--dp-accounting", dp_accounting != "run"),
                 ("--partition", partition != "lotteryfl"),
                 ("--alpha", alpha is not None),
                 ("--attack-knowledge", attack_knowledge != "omniscient"),
@@ -161,7 +159,7 @@ def simulate(
         if plain_only:
             raise click.UsageError(
                 f"{', '.join(plain_only)}: plain simulator only; --consensus nodes train as "
-                "qbfl-node does (LotteryFL shards, no DP)"
+                "qbfl-node does (LotteryFL shards, each node's own update)"
             )
 
         groups = (
@@ -185,6 +183,8 @@ def simulate(
             threads=threads,
             out=out,
             test_samples=test_samples,
+            dp=dp,
+            dp_accounting=dp_accounting,
         )
         return
     if eavesdrop:

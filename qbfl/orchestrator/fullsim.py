@@ -29,7 +29,14 @@ from qbfl.errors import ChainStalled, ConfigError, KeyPoolExhausted, QkdAborted
 from qbfl.learning.data import DATASETS, ImageDataset, load_dataset
 from qbfl.learning.models import TASK_MODEL, build_model, flatten_params, load_flat_
 from qbfl.learning.training import TASK_TRAIN_CONFIG, select_device
-from qbfl.ledger.genesis import GenesisBlock, QbaMode, RosterEntry, TaskSpec, make_genesis
+from qbfl.ledger.genesis import (
+    DpSettings,
+    GenesisBlock,
+    QbaMode,
+    RosterEntry,
+    TaskSpec,
+    make_genesis,
+)
 from qbfl.ledger.signer import digest
 from qbfl.ledger.store import InMemoryLedgerStore, LedgerStore, SqliteLedgerStore
 from qbfl.node.learner import Learner
@@ -62,8 +69,14 @@ class FullSimConfig:
     round_timeout_s: float = 60.0  # virtual seconds
     data_dir: Path | None = None
     test_samples: int | None = None
+    dp: bool = False  # every node trains with DP-SGD at the genesis' (ε, δ) = (4, 1e-5)
+    dp_accounting: str = "run"  # run: (ε, δ) over the whole run; round: per round's release
 
     def __post_init__(self) -> None:
+        if self.dp_accounting not in ("run", "round"):
+            raise ConfigError("dp_accounting must be run or round")
+        if self.dp_accounting != "run" and not self.dp:
+            raise ConfigError("--dp-accounting needs --dp")
         if self.task not in DATASETS:
             raise ConfigError(f"unknown task {self.task!r}; valid: {', '.join(DATASETS)}")
         if self.nodes < 4:
@@ -98,6 +111,9 @@ class FullSimConfig:
             committee_size=self.committee,
             round_timeout_s=self.round_timeout_s,
             qba_mode=QbaMode(self.qba),
+            dp=DpSettings(target_epsilon=4.0, target_delta=1e-5, max_grad_norm=1.0)
+            if self.dp
+            else None,
         )
 
 
@@ -223,6 +239,7 @@ def run_full_protocol(
     )
     network_ref: list[InMemoryNetwork] = []
     runtimes: dict[int, NodeRuntime] = {}
+    learners: dict[int, Learner] = {}
 
     def train(node_id: int, round: int) -> bytes | None:
         return runtimes[node_id].train(round)
@@ -266,9 +283,12 @@ def run_full_protocol(
             genesis,
             i,
             attack=roles[i].model if i in roles else None,
+            dp=config.dp,
+            dp_accounting=config.dp_accounting,
             device=config.device,
             data_dir=config.data_dir,
         )
+        learners[i] = learner
         runtimes[i] = NodeRuntime(
             node, store, learner, clock=network.clock, on_effect=on_effect if i in honest else None
         )
@@ -352,6 +372,13 @@ def run_full_protocol(
             "network_messages": network.delivered,
             "rejections": {f"{n}:{k}": v for (n, k), v in sorted(network.rejections.items())},
             "wall_seconds": clock() - started,
+            # DP: what an honest client spent over the run (PRV, δ = 1e-5); under `round`
+            # accounting each round's release alone is (4, 1e-5)
+            "dp_accounting": config.dp_accounting if config.dp else None,
+            "spent_epsilon": learners[min(honest)].spent_epsilon()
+            if config.dp and honest
+            else None,
+            "noise_multiplier": learners[min(honest)].noise_multiplier if honest else None,
             "virtual_seconds": network.now,
             "honest_heads_agree": len(
                 {runtimes[i].node.chain.block_at(target).block_hash for i in honest}

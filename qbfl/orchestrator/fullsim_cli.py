@@ -28,6 +28,8 @@ def simulate_consensus(
     threads: int,
     out: Path | None,
     test_samples: int | None,
+    dp: bool = False,
+    dp_accounting: str = "run",
 ) -> None:
     from qbfl.orchestrator.fullsim import ChainRound, FullSimConfig, run_full_protocol
     from qbfl.orchestrator.launch import plot_network
@@ -48,6 +50,8 @@ def simulate_consensus(
         device=device,
         threads=threads,
         test_samples=test_samples,
+        dp=dp,
+        dp_accounting=dp_accounting,
     )
     spec = "-".join(f"{g.count}{g.roles.label}" for g in malicious) or "honest"
     out = out or Path("run/simulate") / f"{task}-consensus-{aggregator}-{spec}-s{seed}"
@@ -83,4 +87,10 @@ def simulate_consensus(
         f"{summary['view_changes']} view changes; honest ledgers identical: "
         f"{summary['honest_heads_agree']}"
     )
+    if summary.get("spent_epsilon") is not None:
+        per_round = "each round's release (4, 1e-5); " if dp_accounting == "round" else ""
+        click.echo(
+            f"DP ({dp_accounting}): {per_round}the whole run spent ε = "
+            f"{summary['spent_epsilon']:.2f} at δ = 1e-5"
+        )
     click.echo(f"wrote {out / 'rounds.jsonl'}, {out / 'summary.json'}, {out / 'accuracy.png'}")

@@ -134,3 +134,7 @@ def test_config_validation() -> None:
         DPConfig(total_rounds=5, noise_multiplier=0.0)
     with pytest.raises(ValueError, match="prv, rdp"):
         DPConfig(total_rounds=5, accountant="gdp")
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match="calibration_rounds"):
+            DPConfig(total_rounds=5, calibration_rounds=bad)
+    assert DPConfig(total_rounds=5, calibration_rounds=1).calibration_rounds == 1

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from qbfl.errors import InvalidUpdate
+from qbfl.errors import ConfigError, InvalidUpdate
 from qbfl.learning.attacks import get_attack
 from qbfl.learning.data import load_dataset
 from qbfl.learning.models import build_model, flatten_params
@@ -70,3 +70,17 @@ def test_a_shard_alone_equals_the_rows_of_the_whole_split(monkeypatch) -> None: 
     for shard in (sliced, alone):
         assert torch.equal(shard.images, whole.images[torch.from_numpy(rows)])
         assert torch.equal(shard.labels, whole.labels[torch.from_numpy(rows)])
+
+
+def test_dp_accounting_run_spreads_the_budget_round_gives_it_to_each_round() -> None:
+    dp_genesis = build_genesis(FullSimConfig(nodes=6, rounds=200, dp=True))[0]
+    assert dp_genesis.task.dp is not None and dp_genesis.task.dp.target_epsilon == 4.0
+    run = Learner(dp_genesis, 0, dp=True, device="cpu")
+    per_round = Learner(dp_genesis, 0, dp=True, dp_accounting="round", device="cpu")
+    plain = Learner(dp_genesis, 0, device="cpu")
+    assert run.noise_multiplier is not None and per_round.noise_multiplier is not None
+    # (4, 1e-5) over 200 rounds' steps needs several times the noise of one round's
+    assert per_round.noise_multiplier < run.noise_multiplier / 3
+    assert plain.noise_multiplier is None
+    with pytest.raises(ConfigError, match="dp_accounting"):
+        Learner(dp_genesis, 0, dp=True, dp_accounting="epoch", device="cpu")

@@ -75,11 +75,30 @@ def test_alpha_without_dirichlet_is_a_usage_error() -> None:
 
 def test_plain_simulator_flags_with_consensus_are_a_usage_error() -> None:
     for flags in (
-        ("--dp",),
         ("--partition", "dirichlet", "--alpha", "0.5"),
-        ("--dp-accounting", "round"),
         ("--attack-knowledge", "colluders"),
     ):
         code, out = _run("--consensus", "--nodes", "6", "--rounds", "1", *flags)
         assert code == 2, out
         assert flags[0] in out and "plain simulator only" in out
+
+
+def test_consensus_dp_accounting_without_dp_is_a_usage_error() -> None:
+    code, out = _run("--consensus", "--nodes", "6", "--rounds", "1", "--dp-accounting", "round")
+    assert code == 2 and "--dp-accounting needs --dp" in out
+
+
+def test_consensus_trains_every_node_with_dp_per_round(tmp_path: Path) -> None:
+    out = tmp_path / "dp"
+    code, text = _run(
+        "--consensus", "--nodes", "5", "--malicious", "1:bitflip", "--rounds", "2",
+        "--qkd", "seeded", "--test-samples", "300", "--out", str(out),
+        "--dp", "--dp-accounting", "round",
+    )  # fmt: skip
+    assert code == 0, text
+    assert "DP (round): each round's release (4, 1e-5)" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dp_accounting"] == "round" and summary["honest_heads_agree"]
+    assert summary["rounds"] == 2
+    # two releases at (4, 1e-5) each compose to more than 4, at most 8
+    assert 4.0 < summary["spent_epsilon"] <= 8.0
