@@ -24,8 +24,10 @@ def _median(values: list[float]) -> float:
 class CenteredClipping:
     """v ← v + mean_i(clip_τ(d_i − v)), L times, from the previous global update (0 in round 1).
 
-    clip_τ(x) = x·min(1, τ/‖x‖). The center is the history the paper asks for: the last
-    accepted aggregate, which every node holds (the block's update). τ: the paper's analysis
+    clip_τ(x) = x·min(1, τ/‖x‖). The center is the last accepted aggregate, which every node
+    holds (the block's update): the server half of the paper's history. Its guarantee also
+    needs worker momentum carried across rounds, which QBFL's stateless clients (Section 4.3)
+    do not have, and it uses L = 1 in practice (ByzFL too); we iterate L = 3. τ: the paper's analysis
     fixes it from bounds on the honest variance, which a node does not know; by default
     (`tau=None`) each iteration takes the median of the N distances ‖d_i − v‖, which more
     than half the clients fix while f < N/2 — so a Byzantine update moves v by at most that

@@ -124,11 +124,31 @@ def command(
         )
         for attack in ATTACKS
     }
+    # A defender picks one rule before the attack: each rule's worst attack, and the best of
+    # those (only rules whose six cells are all run; the per-attack best above mixes rules)
+    worst = {
+        rule: min((grid[(rule, attack)], attack) for attack in ATTACKS)
+        for rule in RULES
+        if all((rule, attack) in grid for attack in ATTACKS)
+    }
+    best_rule = max(((v[0], rule) for rule, v in worst.items()), default=None)
     emit(
         "robustness" if knowledge == "omniscient" else f"robustness-{knowledge}",
         rows,
         as_json=as_json,
         title=f"Robustness (MNIST, 50 clients, {malicious} malicious, {knowledge} attacks, seed "
         f"{seed}): mean test accuracy of the last {LAST_ROUNDS} rounds",
-        extra={"best_of_ours": {a: v for a, v in verdict.items() if v is not None}},
+        extra={
+            "best_of_ours": {a: v for a, v in verdict.items() if v is not None},
+            "worst_attack_per_rule": worst,
+            "best_rule_worst_case": best_rule,
+        },
     )
+    if not as_json and worst:
+        assert best_rule is not None
+        print(
+            "worst case of each rule (%): "
+            + ", ".join(f"{rule} {v:.2f} ({a})" for rule, (v, a) in worst.items())
+            + f"\nbest single rule against its worst attack: {best_rule[1]} at {best_rule[0]:.2f} %"
+            f" (goal {100 * GOAL:.0f} %)"
+        )

@@ -256,6 +256,14 @@ class Alg2Adaptive:
         nearest = n - f - 1
         if keep < 1 or nearest < 1:  # Alg. 2 cannot run: fall back to the strongest guess
             return _copies(mean - 10 * std, m_count)
+        known = h + m_count  # the candidates the attackers can score: all N when omniscient
+        if known < n:
+            # Partial knowledge (`colluders`): the known rows stand in for the honest clients in
+            # a committee of the same proportions (the N − f − 2 kept and N − f − 1 nearest
+            # scaled to it); scoring them as if they were all N would keep fewer rows than
+            # Alg. 2 keeps and misjudge every candidate.
+            keep = max(1, round(keep * known / n))
+            nearest = max(1, min(known - 1, round(nearest * known / n)))
         hh = np.sqrt(pairwise_squared_distances(ref))  # (H, H)
         centred = ref - mean
         spread = float(np.sqrt((centred**2).sum(axis=1).mean())) or 1.0
@@ -291,7 +299,7 @@ class Alg2Adaptive:
                 # ties: honest first (index order puts them first; a stable sort keeps it)
                 kept = np.argsort(-v, kind="stable")[:keep]
                 n_mal = int((kept >= h).sum())
-                agg = (ref[kept[kept < h]].sum(axis=0) + n_mal * m) / keep
+                agg = (ref[kept[kept < h]].sum(axis=0) + n_mal * m) / len(kept)
                 damage = float(np.linalg.norm(agg - mean))
                 if damage > best_damage:
                     best_damage, best = damage, m

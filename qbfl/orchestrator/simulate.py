@@ -376,6 +376,9 @@ def run_simulation(
         f_round = min(f, aggregator.max_faults(n_inputs))
         if colluding is not None and bad:
             _collude(updates, colluding, is_bad, finite, f=f_round, previous=previous, round=rnd)
+            if int(finite.sum()) != n_inputs:  # crafted rows that overflow float32 are refused
+                dropped = tuple(int(i) for i in np.flatnonzero(~finite))
+                f_round = min(f, aggregator.max_faults(int(finite.sum())))
         if not finite.any() or f_round < 0:
             # Every client diverged: no block this round, the global model stays as it was.
             selected: list[int] = []
@@ -453,7 +456,9 @@ def _collude(
     """Replace the malicious rows of `updates` (in place) by what the colluding attack crafts.
 
     The malicious clients trained honestly; the attack sees the honest clients' updates
-    (omniscient) or their own (colluders), never a diverged (non-finite) one.
+    (omniscient) or their own (colluders), never a diverged (non-finite) one. A crafted row
+    that is not finite in float32 (an overflow) is marked in `finite` (in place): a node would
+    refuse that upload, so the round goes on without it.
     """
     bad_rows = np.flatnonzero(is_bad & finite)
     if not len(bad_rows):
@@ -471,3 +476,4 @@ def _collude(
         round=round,
     )
     updates[bad_rows] = attack.craft(view)
+    finite[bad_rows] = np.isfinite(updates[bad_rows]).all(axis=1)

@@ -91,6 +91,28 @@ def test_adaptive_attack_gets_kept_by_alg2_and_pulls_it_away(previous: bool) -> 
     assert np.linalg.norm(attacked.update - mean) > 3 * np.linalg.norm(clean.update - mean)
 
 
+def test_adaptive_attack_with_partial_knowledge_scores_a_committee_of_the_same_proportions() -> (
+    None
+):
+    # `colluders`: the reference is the 20 attackers' own updates, not the 30 honest ones. The
+    # attack must score them as a 40-candidate committee with Alg. 2's proportions (keep 22,
+    # nearest 23: exactly an omniscient view of N = 40, f = 16), not as N = 50 (keep 28 of only
+    # 40 rows, the aggregate divided by 28).
+    rng = np.random.default_rng(7)
+    direction = rng.normal(size=P)
+    own = 0.3 * direction + rng.normal(size=(M, P))
+    prev = 0.3 * direction + 0.1 * rng.normal(size=P)
+    adaptive = get_colluding_attack("adaptive", knowledge="colluders")
+    partial = RoundView(reference=own, n_inputs=50, n_malicious=M, f=20, previous=prev, round=5)
+    same = RoundView(reference=own, n_inputs=40, n_malicious=M, f=16, previous=prev, round=5)
+    assert np.array_equal(adaptive.craft(partial), adaptive.craft(same))
+    # few attackers (5 of 50): 10 known rows, fewer than the 43 Alg. 2 keeps at N = 50
+
+    few = RoundView(reference=own[:5], n_inputs=50, n_malicious=5, f=5, previous=prev, round=5)
+    crafted = adaptive.craft(few)
+    assert np.isfinite(crafted).all() and crafted.shape == (5, P)
+
+
 def test_attacks_are_deterministic_and_registered() -> None:
     assert set(COLLUDING_ATTACKS) == {"alie", "ipm", "ipm-large", "minmax", "minsum", "adaptive"}
     view = _view(4)

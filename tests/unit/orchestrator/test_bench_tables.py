@@ -144,6 +144,8 @@ def test_robustness_caches_each_cell(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert all(r["cached"] for r in again["rows"])
     assert first["rows"][1]["f_used"] == "11"  # Bulyan at N = 50: 4f + 3 ≤ 50
     assert set(first["best_of_ours"]) == {"ipm"}
+    # a rule's worst case needs all six attacks run: no verdict from two cells
+    assert first["worst_attack_per_rule"] == {} and first["best_rule_worst_case"] is None
 
 
 def test_aggregators_times_every_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -167,6 +167,25 @@ def test_colluding_attack_replaces_the_malicious_rows(
     assert ("attack_knowledge" in doc) == (knowledge != "omniscient")
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_a_crafted_update_that_overflows_float32_is_dropped_not_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import qbfl.orchestrator.simulate as simulate
+    from qbfl.learning.collusion import InnerProductManipulation
+
+    # IPM with ε = 1e300: −ε·μ is finite in float64 and ±inf once stored as float32
+    huge = InnerProductManipulation(epsilon=1e300, name="ipm")
+    monkeypatch.setattr(simulate, "get_colluding_attack", lambda name, knowledge: huge)
+    config = SimulationConfig(**TINY, malicious=2, attack="ipm", aggregator="qbfl")  # type: ignore[arg-type]
+    result = run_simulation(config)
+    assert len(result.records) == 2
+    for record in result.records:
+        assert set(record.dropped) == set(result.malicious_ids)  # refused, as a node would
+        assert not set(record.selected) & set(result.malicious_ids)
+        assert math.isfinite(record.accuracy)
+
+
 def test_bulyan_runs_with_the_f_it_can_serve() -> None:
     config = SimulationConfig(**TINY, malicious=1, attack="alie", aggregator="bulyan")  # type: ignore[arg-type]
     result = run_simulation(config)
