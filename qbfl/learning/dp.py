@@ -184,9 +184,10 @@ class DPClientTrainer:
             steps=(dp.calibration_rounds or dp.total_rounds) * cfg.epochs * len(loader),
             accountant=dp.accountant,
         )
-        self.engine = PrivacyEngine(accountant=dp.accountant, secure_mode=False)
         with warnings.catch_warnings():
+            # secure_mode=False is deliberate (seeded, reproducible noise; docs/bench-simulator.md)
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            self.engine = PrivacyEngine(accountant=dp.accountant, secure_mode=False)
             self.module, self.optimizer, self.loader = self.engine.make_private(
                 module=model,
                 optimizer=optimizer,
@@ -227,20 +228,23 @@ class DPClientTrainer:
         self.optimizer.original_optimizer.state.clear()
         self.module.train()
         try:
-            for _ in range(self.cfg.epochs):
-                for x, y in self.loader:
-                    self.optimizer.zero_grad(set_to_none=True)
-                    if len(y) == 0:
-                        # Poisson sampling can draw an empty batch; the step must still run
-                        # (noise only) for the accountant's count to be right. The mean of
-                        # an empty loss is NaN, so back-propagate a zero sum instead.
-                        loss = self.module(x).sum()
-                    else:
-                        loss = F.cross_entropy(self.module(x), y)
-                    if not bool(torch.isfinite(loss)):
-                        raise InvalidUpdate(f"training loss became {float(loss.detach())}")
-                    loss.backward()
-                    self.optimizer.step()
+            with warnings.catch_warnings():
+                # Opacus' hooks on the first layer, whose input needs no gradient: harmless
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                for _ in range(self.cfg.epochs):
+                    for x, y in self.loader:
+                        self.optimizer.zero_grad(set_to_none=True)
+                        if len(y) == 0:
+                            # Poisson sampling can draw an empty batch; the step must still run
+                            # (noise only) for the accountant's count to be right. The mean of
+                            # an empty loss is NaN, so back-propagate a zero sum instead.
+                            loss = self.module(x).sum()
+                        else:
+                            loss = F.cross_entropy(self.module(x), y)
+                        if not bool(torch.isfinite(loss)):
+                            raise InvalidUpdate(f"training loss became {float(loss.detach())}")
+                        loss.backward()
+                        self.optimizer.step()
             update = flatten_params(self.model) - w_old
             check_finite(update)
         finally:
