@@ -23,6 +23,7 @@ from qbfl.learning.training import (
     select_device,
     train_local,
 )
+from qbfl.learning.vectorized import DP_ACCOUNTING
 from qbfl.ledger.genesis import GenesisBlock
 
 if TYPE_CHECKING:
@@ -55,8 +56,10 @@ class Learner:
         data_dir: Path | None = None,
     ) -> None:
         task = genesis.task
-        if dp_accounting not in ("run", "round"):
-            raise ConfigError(f"dp_accounting must be run or round, got {dp_accounting!r}")
+        if dp_accounting not in DP_ACCOUNTING:
+            raise ConfigError(
+                f"dp_accounting must be one of {', '.join(DP_ACCOUNTING)}, got {dp_accounting!r}"
+            )
         if attack is not None and attack not in ATTACKS:
             raise ConfigError(f"unknown model attack {attack!r}; valid: {', '.join(MODEL_ATTACKS)}")
         self.node_id = node_id

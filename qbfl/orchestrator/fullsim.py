@@ -29,6 +29,7 @@ from qbfl.errors import ChainStalled, ConfigError, KeyPoolExhausted, QkdAborted
 from qbfl.learning.data import DATASETS, ImageDataset, load_dataset
 from qbfl.learning.models import TASK_MODEL, build_model, flatten_params, load_flat_
 from qbfl.learning.training import TASK_TRAIN_CONFIG, select_device
+from qbfl.learning.vectorized import DP_ACCOUNTING
 from qbfl.ledger.genesis import (
     DpSettings,
     GenesisBlock,
@@ -73,8 +74,8 @@ class FullSimConfig:
     dp_accounting: str = "run"  # run: (ε, δ) over the whole run; round: per round's release
 
     def __post_init__(self) -> None:
-        if self.dp_accounting not in ("run", "round"):
-            raise ConfigError("dp_accounting must be run or round")
+        if self.dp_accounting not in DP_ACCOUNTING:
+            raise ConfigError(f"dp_accounting must be one of {', '.join(DP_ACCOUNTING)}")
         if self.dp_accounting != "run" and not self.dp:
             raise ConfigError("--dp-accounting needs --dp")
         if self.task not in DATASETS:
