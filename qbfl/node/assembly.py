@@ -138,6 +138,7 @@ def build_runtime(
         node_id,
         attack=roles.model,
         dp=config.dp,
+        dp_accounting=config.dp_accounting,
         device=config.device,
         data_dir=config.dataset_dir,
     )

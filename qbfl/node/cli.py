@@ -64,6 +64,13 @@ def main() -> None:
     "--dp/--no-dp", default=False, help="Train with DP-SGD (the task's ε, δ; default 4, 1e-5)."
 )
 @click.option(
+    "--dp-accounting",
+    type=click.Choice(["run", "round"]),
+    default="run",
+    show_default=True,
+    help="With --dp: the (ε, δ) budget covers the whole task, or each round's update alone.",
+)
+@click.option(
     "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @click.option(
@@ -109,6 +116,7 @@ def start(
     data_dir: Path | None,
     device: str,
     dp: bool,
+    dp_accounting: str,
     log_format: str,
     metrics_port: int | None,
     eavesdrop: tuple[int, ...],
@@ -127,6 +135,7 @@ def start(
         data_dir=data_dir,
         device=device,
         dp=dp,
+        dp_accounting=dp_accounting,
         log_format=log_format,
         metrics_port=metrics_port,
         eavesdrop=tuple(sorted(set(eavesdrop))),

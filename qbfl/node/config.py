@@ -41,6 +41,7 @@ class NodeConfig:
     data_dir: Path | None = None  # None: qbfl-data/node-<id>
     device: str = "auto"
     dp: bool = False
+    dp_accounting: str = "run"  # qbfl.learning.vectorized.DP_ACCOUNTING (no torch import here)
     log_format: str = "text"
     metrics_port: int | None = None
     eavesdrop: tuple[int, ...] = ()  # peers whose quantum channel with this node is tapped
@@ -56,6 +57,10 @@ class NodeConfig:
         parse_address(self.publisher, "--publisher")
         parse_address(self.listen_address, "--listen")
         parse_address(self.advertised_address, "--advertise")
+        if self.dp_accounting not in ("run", "round"):
+            raise ConfigError("--dp-accounting must be run or round")
+        if self.dp_accounting != "run" and not self.dp:
+            raise ConfigError("--dp-accounting needs --dp")
         if self.log_format not in ("text", "json"):
             raise ConfigError("--log-format must be text or json")
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:

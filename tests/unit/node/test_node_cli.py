@@ -26,6 +26,10 @@ def test_bad_flags_exit_2_with_the_reason() -> None:
     assert result.exit_code == 2
     result = runner.invoke(node_main, ["start", "--id", "3", "--listen", "nohostport"])
     assert result.exit_code == 2 and "HOST:PORT" in result.output
+    result = runner.invoke(node_main, ["start", "--id", "3", "--dp-accounting", "round"])
+    assert result.exit_code == 2 and "--dp-accounting needs --dp" in result.output
+    result = runner.invoke(node_main, ["start", "--id", "3", "--dp", "--dp-accounting", "epoch"])
+    assert result.exit_code == 2 and "'epoch' is not one of" in result.output
     result = runner.invoke(publisher_main, ["init", "--task", "cifar"])
     assert result.exit_code == 2
 
