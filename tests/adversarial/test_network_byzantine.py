@@ -148,8 +148,7 @@ def test_fifty_nodes_twenty_malicious_random_attacks() -> None:
     # Safety is about honest nodes (check_outcome: none saw a fork). A malicious node runs an
     # attack policy (equivocate, wrongagg, …) and can make its own view inconsistent; signatures
     # are hedged, so committees differ per run and, rarely (once in a fresh-clone `.ci/run`, 0 of
-    # 60 runs alone),
-    # one of them reports a fork of the attackers' making.
+    # 60 runs alone), one of them reports a fork of the attackers' making.
     honest_forks = [k for k in out.net.rejections if k[1] == "ForkDetected" and k[0] in out.honest]
     assert honest_forks == []
     print(f"\n{stats} rejections={dict(reasons)} wall={out.wall_s:.1f}s")
