@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from qbfl.consensus.agreement import qba_session_factory
-from qbfl.consensus.attacks import CONSENSUS_ATTACKS, ConsensusAttacker
+from qbfl.consensus.attacks import CONSENSUS_ATTACKS, Conduct, ConsensusAttacker, Silent
 from qbfl.consensus.inmemory import (
     InMemoryNetwork,
     NetworkConditions,
@@ -45,6 +45,25 @@ def synthetic_updates(malicious: Collection[int], *, seed: int):  # type: ignore
     return update
 
 
+@dataclass(frozen=True)
+class SilentFirstLeader:
+    """The random attacker, except that round 1's first leader stays silent in view 0.
+
+    A leader that equivocates can still see its honest proposal agreed on (the QBA outputs may
+    happen to agree), and committees differ per run, so without this a run could force no view
+    change at all (it happened once in a fresh-clone `.ci/run`). A silent leader builds no block,
+    so view 0 of round 1 always fails and the view-change path runs every time.
+    """
+
+    leader: int
+    attacker: ConsensusAttacker
+
+    def conduct(self, node_id: int, round: int, view: int) -> Conduct:
+        if (node_id, round, view) == (self.leader, 1, 0):
+            return Silent(np.random.default_rng(0))
+        return self.attacker.conduct(node_id, round, view)
+
+
 @dataclass
 class Outcome:
     net: InMemoryNetwork
@@ -70,8 +89,9 @@ def run_network(
         n, P, seed=seed, committee_size=committee_size, qba_mode=mode, round_timeout_s=10.0
     )
     # Genesis and votes carry hedged ML-DSA signatures, so block hashes (and committees) differ
-    # from run to run. To exercise the attacks every run, round 1's first leader is malicious and
-    # the rest of its committee honest; the other malicious nodes are a seeded draw.
+    # from run to run. To exercise the attacks every run, round 1's first leader is malicious (and
+    # silent in view 0: SilentFirstLeader) and the rest of its committee honest; the other
+    # malicious nodes are a seeded draw.
     first = StakeLedger(genesis).committee(0)
     rng = np.random.default_rng(seed)
     others = [i for i in range(n) if i not in first.members]
@@ -92,7 +112,9 @@ def run_network(
         seed=seed,
         reuse_polynomials=POLYNOMIALS,  # prepared once: QDS code path unchanged, ~25 s saved
     )
-    attacker = ConsensusAttacker(sorted(CONSENSUS_ATTACKS), seed=seed)
+    attacker = SilentFirstLeader(
+        first.leader, ConsensusAttacker(sorted(CONSENSUS_ATTACKS), seed=seed)
+    )
     for i in range(n):
         net.add(
             ConsensusNode(
