@@ -312,7 +312,12 @@ run_network() {
   base_port=$(python3 - "$NODES" <<'EOF'
 import socket, sys
 n = int(sys.argv[1])
-for base in range(47000, 60000, 100):
+# below the kernel's ephemeral range: an outgoing connection cannot take a port before a node binds it
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    low = 32768
+for base in range(21000, max(low - n - 1, 21100), 100):
     try:
         socks = []
         for port in range(base, base + n + 1):

@@ -257,6 +257,28 @@ class ChainObserver:
             out.append(entry)
         return out
 
+    def settled_node_summaries(self, wait_s: float) -> list[dict[str, Any]]:
+        """node_summaries() once every reachable honest node holds the observed head's height.
+
+        The observer stops at the first node that has the last block; the others apply it within
+        moments (the block is on its way), so a snapshot taken at once can find one a block behind
+        and call the heads disagreeing. Waits at most `wait_s`, then returns what it sees: a node
+        still behind, or at the same height with another head, then fails the agreement check.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            nodes = self.node_summaries()
+            behind = [
+                n
+                for n in nodes
+                if n.get("role") == "honest"
+                and n.get("reachable")
+                and int(n.get("height", 0)) < self.chain.height
+            ]
+            if not behind or time.monotonic() >= deadline:
+                return nodes
+            time.sleep(0.3)
+
     def summary(self, nodes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         nodes = self.node_summaries() if nodes is None else nodes
         honest = [n for n in nodes if n.get("role") == "honest" and n.get("reachable")]

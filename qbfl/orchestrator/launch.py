@@ -346,7 +346,7 @@ def follow(
     observer.finish_evaluation()
     for row in rows:  # accuracy evaluated after the run when deferred
         row["accuracy"] = observer.accuracy_at(row["round"])
-    nodes = observer.node_summaries()
+    nodes = observer.settled_node_summaries(wait_s=config.round_timeout_s)
     summary = observer.summary(nodes)
     timed = [r["round_s"] for r in rows if "round_s" in r]
     if timed:

@@ -450,9 +450,9 @@ def test_4mb_hostile_lists_fail_fast_in_bounded_memory(case: DecoderCase) -> Non
     rng = random.Random(f"{case.name}/hostile")
     cases = [h for sample in case.samples(rng) for h in hostile_inputs(sample, rng)]
     for data, nested in cases:
-        start = time.perf_counter()
+        start = time.thread_time()
         _decode_or_project_error(case, data)
-        elapsed = time.perf_counter() - start
+        elapsed = time.thread_time() - start
         assert elapsed < FAST_S, f"{case.name}: {len(data)} bytes took {elapsed:.2f} s"
         if nested:  # the inner record's own entry measures its memory at the top level
             continue

@@ -58,10 +58,10 @@ def empty_items(total_bytes: int) -> bytes:
 
 
 def timed(decode: Callable[[bytes], object], data: bytes) -> float:
-    start = time.perf_counter()
+    start = time.thread_time()
     with pytest.raises(EncodingError):
         decode(data)
-    return time.perf_counter() - start
+    return time.thread_time() - start
 
 
 # --- finding 3: linear list decoding, a count limit per list -----------------------------------
@@ -92,9 +92,9 @@ def test_list_decoding_is_linear_even_without_a_count_limit() -> None:
         200, "Unbounded", (Field(1, "items", FieldKind.BYTES_SEQ, max_len=16 << 20),)
     )
     data = record(200, (1, empty_items(HOSTILE_BYTES)))
-    start = time.perf_counter()
+    start = time.thread_time()
     items = decode_record(schema, data)["items"]
-    assert time.perf_counter() - start < FAST_S
+    assert time.thread_time() - start < FAST_S
     assert len(items) == (HOSTILE_BYTES - 4) // 4
 
 
@@ -230,10 +230,10 @@ def _unsigned(genesis: GenesisBlock, view: int, votes: tuple[CommitteeVote, ...]
 
 def _reject(genesis: GenesisBlock, block: Block) -> tuple[BlockDefect, float]:
     stakes = StakeLedger(genesis).stakes
-    start = time.perf_counter()
+    start = time.thread_time()
     with pytest.raises(InvalidBlock) as info:
         verify_block(block, prev=genesis, genesis=genesis, stakes_before=stakes)
-    return info.value.defect, time.perf_counter() - start
+    return info.value.defect, time.thread_time() - start
 
 
 @pytest.fixture(scope="module", params=[7, 50, 200])
@@ -281,17 +281,17 @@ def test_a_colluder_signed_block_replays_once_per_round(
     votes = tuple(message.sign_vote(i, keys[i]) for i in colluders)
     block = _unsigned(genesis, MAX_VIEWS_PER_ROUND, votes)
     chain = ChainView(genesis)
-    start = time.perf_counter()
+    start = time.thread_time()
     with pytest.raises(InvalidBlock) as info:
         chain.verify(block)
-    first = time.perf_counter() - start
+    first = time.thread_time() - start
     assert info.value.defect in (BlockDefect.COMMITTEE, BlockDefect.VOTE_NOT_MEMBER)
     assert first < 3.0  # ≤ 1 025 draws: 0.2–0.5 s at N = 200 on the 2-core dev VM
-    start = time.perf_counter()
+    start = time.thread_time()
     for _ in range(5):
         with pytest.raises(InvalidBlock):
             chain.verify(block)
-    assert (time.perf_counter() - start) / 5 < 0.05  # the replay is kept for the round
+    assert (time.thread_time() - start) / 5 < 0.05  # the replay is kept for the round
     assert chain.committee(MAX_VIEWS_PER_ROUND) == StakeLedger(genesis).committee(
         MAX_VIEWS_PER_ROUND
     )

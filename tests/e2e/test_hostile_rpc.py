@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,12 +42,28 @@ def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveNetwor
         )
         for i in (1, 2, 3):
             net.backend.signal_node(i, signal.SIGSTOP)
-        before = node_status(net.address(0))
+        before = _settled(net.address(0))
         try:
             yield net, before
         finally:
             for i in (1, 2, 3):
                 net.backend.signal_node(i, signal.SIGCONT)
+
+
+def _settled(address: str, *, quiet_s: float = 3.0, limit_s: float = 60.0) -> dict:
+    """Node 0's status once its height and head stop changing: a block or vote already in flight
+    when the peers were paused may still land, and must not be blamed on the hostile calls."""
+    deadline = time.monotonic() + limit_s
+    status = node_status(address)
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = node_status(address)
+        if (now["height"], now["head_hash"]) != (status["height"], status["head_hash"]):
+            status, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return now
+    raise AssertionError(f"node 0 kept changing for {limit_s} s with its peers paused")
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +100,11 @@ def _code(call) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
     return caught.value.code()  # type: ignore[no-any-return]
 
 
+def _current(quiet: tuple[LiveNetwork, dict]) -> int:
+    """The round node 0 is collecting updates for (its settled height + 1)."""
+    return int(quiet[1]["height"]) + 1
+
+
 def _submission(net: LiveNetwork, *, round: int, update: bytes | None = None) -> bytes:
     p = net.genesis.param_count
     sub = UpdateSubmission(
@@ -102,20 +124,22 @@ def test_malformed_body_is_invalid_argument(quiet, stub) -> None:  # type: ignor
 
 def test_unknown_sender_is_unauthenticated(quiet, stub) -> None:  # type: ignore[no-untyped-def]
     net, _ = quiet
-    env = _seal(net, MessageKind.SUBMISSION, _submission(net, round=2), sender=1)
+    env = _seal(net, MessageKind.SUBMISSION, _submission(net, round=_current(quiet)), sender=1)
     env.sender = 99
     assert _code(lambda: stub.SubmitUpdate(env, timeout=10)) is grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_wrong_key_is_unauthenticated(quiet, stub) -> None:  # type: ignore[no-untyped-def]
     net, _ = quiet
-    env = _seal(net, MessageKind.SUBMISSION, _submission(net, round=2), sender=1, key_of=2)
+    env = _seal(
+        net, MessageKind.SUBMISSION, _submission(net, round=_current(quiet)), sender=1, key_of=2
+    )
     assert _code(lambda: stub.SubmitUpdate(env, timeout=10)) is grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_signature_for_another_kind_or_network_is_unauthenticated(quiet, stub) -> None:  # type: ignore[no-untyped-def]
     net, _ = quiet
-    body = _submission(net, round=2)
+    body = _submission(net, round=_current(quiet))
     as_vote = _seal(net, MessageKind.VOTE, body)
     assert _code(lambda: stub.SubmitUpdate(as_vote, timeout=10)) is grpc.StatusCode.UNAUTHENTICATED
     other = _seal(net, MessageKind.SUBMISSION, body, network=b"\x01" * 32)
@@ -124,14 +148,16 @@ def test_signature_for_another_kind_or_network_is_unauthenticated(quiet, stub) -
 
 def test_message_replayed_to_another_node_is_refused(quiet, stub) -> None:  # type: ignore[no-untyped-def]
     net, _ = quiet
-    for_node_2 = _seal(net, MessageKind.SUBMISSION, _submission(net, round=2), recipient=2)
+    for_node_2 = _seal(
+        net, MessageKind.SUBMISSION, _submission(net, round=_current(quiet)), recipient=2
+    )
     code = _code(lambda: stub.SubmitUpdate(for_node_2, timeout=10))
     assert code is grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_stale_round_is_failed_precondition(quiet, stub) -> None:  # type: ignore[no-untyped-def]
     net, _ = quiet
-    env = _seal(net, MessageKind.SUBMISSION, _submission(net, round=1))
+    env = _seal(net, MessageKind.SUBMISSION, _submission(net, round=_current(quiet) - 1))
     assert _code(lambda: stub.SubmitUpdate(env, timeout=10)) is grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -139,9 +165,9 @@ def test_nan_update_is_invalid_argument(quiet, stub) -> None:  # type: ignore[no
     net, _ = quiet
     values = np.zeros(net.genesis.param_count, dtype="<f4")
     values[7] = np.nan
-    body = _submission(net, round=2, update=values.tobytes())
+    body = _submission(net, round=_current(quiet), update=values.tobytes())
     env = _seal(net, MessageKind.SUBMISSION, body)
-    # a stale base block (genesis) is found first for round 2: either way the node refuses it
+    # a stale base block (genesis) is found first for the current round: either way the node refuses it
     code = _code(lambda: stub.SubmitUpdate(env, timeout=10))
     assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
     head = bytes.fromhex(node_status(net.address(0))["head_hash"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from qbfl.orchestrator.docker_backend import DockerNetwork
 from qbfl.orchestrator.docker_launch import project_name
+from tests.e2e.ports import free_range
 
 pytestmark = pytest.mark.docker
 IMAGE = os.environ.get("QBFL_TEST_IMAGE", "qbfl-ci:latest")
@@ -25,21 +25,8 @@ ORCHESTRATOR = Path(sys.executable).with_name("qbfl-orchestrator")
 
 
 def _free_base() -> int:
-    """A publisher port P with P..P+5 free (nodes take P + 1 + id)."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = int(sock.getsockname()[1])
-        if base > 64000:
-            continue
-        try:
-            for offset in range(1, 6):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", base + offset))
-        except OSError:
-            continue
-        return base
-    raise AssertionError("no run of six free ports")
+    """A publisher port P with P..P+5 free (nodes take P + 1 + id), below the ephemeral range."""
+    return free_range(6)
 
 
 def _up(out: Path, base: int) -> subprocess.CompletedProcess[str]:
