@@ -341,7 +341,9 @@ class QkdLinks:
         try:
             yield from self._checked_frames(envelopes, peer)
         except grpc.RpcError as exc:
-            code = exc.code().name  # type: ignore[attr-defined]
+            # A client-side error carries a status code; the server's request iterator raises a
+            # bare RpcError when the peer's stream ends (the peer died or cancelled).
+            code = exc.code().name if hasattr(exc, "code") else "CANCELLED"  # type: ignore[attr-defined]
             raise QkdAborted(f"the QKD stream with {peer} broke: {code}") from exc
 
     def _checked_frames(

@@ -103,3 +103,20 @@ def test_an_eavesdropped_link_aborts_and_keeps_no_key(caplog) -> None:  # type: 
             low.status()["links"]["8"]["compromised"] or high.status()["links"]["3"]["compromised"]
         )
     assert "COMPROMISED" in caplog.text and "QBER" in caplog.text
+
+
+def test_a_stream_that_ends_mid_session_is_an_abort_not_a_crash(pair) -> None:  # type: ignore[no-untyped-def]
+    """On the responder's side gRPC raises a bare RpcError (no status code) when the opener dies
+    mid-session; it must end the session as an abort, not crash the serving thread."""
+    import grpc
+
+    from qbfl.errors import QkdAborted
+
+    low, _ = pair
+
+    def dying() -> Iterator[Any]:
+        raise grpc.RpcError()
+        yield
+
+    with pytest.raises(QkdAborted, match="the QKD stream with 8 broke: CANCELLED"):
+        list(low._frames_from(dying(), 8))
