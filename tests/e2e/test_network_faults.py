@@ -20,21 +20,20 @@ pytestmark = pytest.mark.e2e
 NODES, ROUNDS = 7, 7
 
 
-def _heights(net) -> dict[int, int]:  # type: ignore[no-untyped-def]
-    out = {}
-    for i in range(NODES):
-        try:
-            out[i] = int(node_status(net.address(i), timeout=2.0).get("height", -1))
-        except Exception:
-            out[i] = -1
-    return out
-
-
 def _status(net, i: int) -> dict | None:  # type: ignore[no-untyped-def]
+    """Node i's status, or None while it is down."""
     try:
         return node_status(net.address(i), timeout=2.0)
     except Exception:
         return None
+
+
+def _heights(net) -> dict[int, int]:  # type: ignore[no-untyped-def]
+    """Every node's height; -1 while it is down."""
+    return {
+        i: -1 if (status := _status(net, i)) is None else int(status.get("height", -1))
+        for i in range(NODES)
+    }
 
 
 def _view_changed(net, leader: int, height: int, view: int) -> bool:  # type: ignore[no-untyped-def]

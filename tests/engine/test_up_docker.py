@@ -24,11 +24,6 @@ IMAGE = os.environ.get("QBFL_TEST_IMAGE", "qbfl-ci:latest")
 ORCHESTRATOR = Path(sys.executable).with_name("qbfl-orchestrator")
 
 
-def _free_base() -> int:
-    """A publisher port P with P..P+5 free (nodes take P + 1 + id), below the ephemeral range."""
-    return free_range(6)
-
-
 def _up(out: Path, base: int) -> subprocess.CompletedProcess[str]:
     command = [
         str(ORCHESTRATOR), "up", "--backend", "docker", "--image", IMAGE,
@@ -40,7 +35,7 @@ def _up(out: Path, base: int) -> subprocess.CompletedProcess[str]:
 
 def test_up_runs_containers_and_down_removes_them(docker_client: Any, tmp_path: Path) -> None:
     out = tmp_path / "net"
-    base = _free_base()
+    base = free_range(6)  # the publisher on base, node i on base + 1 + i
     net = DockerNetwork(project_name(out), image=IMAGE, client=docker_client)
     try:
         first = _up(out, base)
